@@ -30,7 +30,12 @@ function Room(): ReactNode {
     >
       <div className="vw-board">
         <div className="vw-board__scene" aria-hidden="true">
-          <span>🗺️</span>
+          <svg viewBox="0 0 64 64" width="84" height="84" fill="none" stroke="currentColor" strokeWidth="2.5" strokeLinejoin="round">
+            <rect x="10" y="16" width="44" height="34" rx="4" />
+            <circle cx="32" cy="33" r="9" />
+            <path d="M32 24v4M32 38v4M23 33h4M37 33h4" strokeLinecap="round" />
+            <path d="M16 50v4M48 50v4" strokeLinecap="round" />
+          </svg>
         </div>
         <h2>Plan the vault run</h2>
         <p className="vw-muted">Coordinate with your crew in voice. If you drop out, you will be asked to rejoin.</p>
