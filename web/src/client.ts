@@ -145,6 +145,36 @@ export function backoffDelay(attempt: number, random: () => number, baseMs = 100
   return Math.floor(random() * cap);
 }
 
+export interface CloseReaction {
+  /** Reconnect (with the backoff schedule) and resume from the last cursor. */
+  reconnect: boolean;
+  /** Drop the current token and get a new one from getToken before the next try. */
+  newToken: boolean;
+  /** Reported through onError with this code. */
+  report: VoiceEventsErrorCode | null;
+}
+
+/**
+ * The reaction to each close code of protocol v1, section 4. Codes not in
+ * the table (1001, 1006, 1011…) are treated as transient: reconnect, resume.
+ */
+export const CLOSE_REACTIONS: Readonly<Record<number, CloseReaction>> = {
+  1000: { reconnect: false, newToken: false, report: null },
+  1012: { reconnect: true, newToken: false, report: null },
+  4000: { reconnect: true, newToken: false, report: 'protocol_violation' },
+  4001: { reconnect: true, newToken: true, report: 'auth_failed' },
+  4002: { reconnect: true, newToken: false, report: null },
+  4003: { reconnect: true, newToken: true, report: null },
+  4008: { reconnect: true, newToken: false, report: null },
+  4029: { reconnect: true, newToken: false, report: 'rate_limited' },
+};
+
+const TRANSIENT: CloseReaction = { reconnect: true, newToken: false, report: null };
+
+export function closeReaction(code: number): CloseReaction {
+  return CLOSE_REACTIONS[code] ?? TRANSIENT;
+}
+
 type Loss =
   | { kind: 'close'; code: number; reason: string }
   | { kind: 'dead' }
@@ -435,29 +465,17 @@ export class VoiceEventsClient {
     const why = serverError !== null ? `${serverError.code}: ${serverError.message}` : loss.kind === 'close' ? loss.reason : '';
 
     if (loss.kind === 'close') {
-      switch (loss.code) {
-        case CloseCode.Normal:
-          if (serverError !== null) this.report(new VoiceEventsError('protocol_violation', `server closed: ${why}`, details));
-          this.started = false;
-          this.setStatus('closed');
-          return;
-        case CloseCode.ProtocolViolation:
-          this.report(new VoiceEventsError('protocol_violation', `server closed 4000 ${why}`.trim(), details));
-          break;
-        case CloseCode.AuthFailed:
-          this.token = null;
-          this.report(new VoiceEventsError('auth_failed', `authentication failed ${why}`.trim(), details));
-          break;
-        case CloseCode.TokenExpired:
-          this.token = null;
-          break;
-        case CloseCode.RateLimited:
-          this.report(new VoiceEventsError('rate_limited', `rate or connection limit ${why}`.trim(), details));
-          break;
-        default:
-          // 1012 (restart), 4002 (auth timeout), 4008 (slow consumer) and
-          // abnormal closes: reconnect and resume.
-          break;
+      const reaction = closeReaction(loss.code);
+      if (reaction.newToken) this.token = null;
+      if (reaction.report !== null) {
+        this.report(new VoiceEventsError(reaction.report, `server closed with ${loss.code}${why !== '' ? ` (${why})` : ''}`, details));
+      } else if (serverError !== null && !reaction.reconnect) {
+        this.report(new VoiceEventsError('protocol_violation', `server closed: ${why}`, details));
+      }
+      if (!reaction.reconnect) {
+        this.started = false;
+        this.setStatus('closed');
+        return;
       }
     }
     this.scheduleRetry(details);
