@@ -84,8 +84,16 @@ export const CloseCode = {
   RateLimited: 4029,
 } as const;
 
-const SNOWFLAKE = /^[0-9]{1,20}$/;
+const SNOWFLAKE_DIGITS = /^[1-9][0-9]{0,19}$/;
+const U64_MAX = 18446744073709551615n;
 const EVENT_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+/** RFC 3339 in UTC (`Z` or `+00:00`) with at least millisecond precision. */
+const OCCURRED_AT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3,9}(Z|\+00:00)$/;
+
+/** A Discord snowflake as the contract writes it: decimal, no leading zero, non-zero, fits in u64. */
+export function isSnowflake(x: unknown): x is string {
+  return typeof x === 'string' && SNOWFLAKE_DIGITS.test(x) && BigInt(x) <= U64_MAX;
+}
 
 function isRecord(x: unknown): x is Record<string, unknown> {
   return typeof x === 'object' && x !== null && !Array.isArray(x);
@@ -96,21 +104,30 @@ function isVoiceEventType(x: unknown): x is VoiceEventType {
 }
 
 function isNullableSnowflake(x: unknown): boolean {
-  return x === null || (typeof x === 'string' && SNOWFLAKE.test(x));
+  return x === null || isSnowflake(x);
 }
 
 /**
- * Validates an event payload. `frameType` is the `event` field of the frame
- * carrying it; the payload's own `type`, when present, must agree.
+ * Validates an event. `strict` applies every rule of section 1 (what
+ * producers must emit: id, occurredAt and previousChannelId present and well
+ * formed). Without it — for the payload of an event frame, which section 4
+ * only requires to carry guildId, userId and channelId — optional fields are
+ * checked only for type, so that a consumer never drops a real dropout over
+ * a cosmetic difference. `frameType` is the `event` field of the carrying
+ * frame; the payload's own `type`, when present, must agree.
  */
-export function parseVoiceEvent(x: unknown, frameType?: VoiceEventType): ParseResult<VoiceEvent> {
+export function parseVoiceEvent(
+  x: unknown,
+  options: { frameType?: VoiceEventType; strict?: boolean } = {},
+): ParseResult<VoiceEvent> {
+  const { frameType, strict = false } = options;
   if (!isRecord(x)) return { ok: false, reason: 'payload is not an object' };
   const type = x['type'] ?? frameType;
   if (!isVoiceEventType(type)) return { ok: false, reason: 'unknown event type' };
   if (frameType !== undefined && type !== frameType) return { ok: false, reason: 'payload type differs from frame event' };
   const { guildId, userId, channelId, previousChannelId, id, occurredAt } = x;
-  if (typeof guildId !== 'string' || !SNOWFLAKE.test(guildId)) return { ok: false, reason: 'bad guildId' };
-  if (typeof userId !== 'string' || !SNOWFLAKE.test(userId)) return { ok: false, reason: 'bad userId' };
+  if (!isSnowflake(guildId)) return { ok: false, reason: 'bad guildId' };
+  if (!isSnowflake(userId)) return { ok: false, reason: 'bad userId' };
   if (!('channelId' in x) || !isNullableSnowflake(channelId)) return { ok: false, reason: 'bad channelId' };
   if (type === 'voice.left' && channelId !== null) return { ok: false, reason: 'voice.left needs channelId null' };
   if (type !== 'voice.left' && channelId === null) return { ok: false, reason: `${type} needs a channelId` };
@@ -119,6 +136,15 @@ export function parseVoiceEvent(x: unknown, frameType?: VoiceEventType): ParseRe
   }
   if (id !== undefined && (typeof id !== 'string' || !EVENT_ID.test(id))) return { ok: false, reason: 'bad id' };
   if (occurredAt !== undefined && typeof occurredAt !== 'string') return { ok: false, reason: 'bad occurredAt' };
+  if (strict) {
+    if (id === undefined) return { ok: false, reason: 'missing id' };
+    if (previousChannelId === undefined) return { ok: false, reason: 'missing previousChannelId' };
+    if (typeof occurredAt !== 'string' || !OCCURRED_AT.test(occurredAt) || Number.isNaN(Date.parse(occurredAt))) {
+      return { ok: false, reason: 'bad occurredAt' };
+    }
+    if (type === 'voice.joined' && previousChannelId !== null) return { ok: false, reason: 'voice.joined with a previous channel' };
+    if (type === 'voice.moved' && previousChannelId === channelId) return { ok: false, reason: 'voice.moved to the same channel' };
+  }
   return { ok: true, frame: { ...x, type } as VoiceEvent };
 }
 
@@ -143,7 +169,7 @@ export function parseServerFrame(text: string): ParseResult<ServerFrame> {
       const event = x['event'];
       if (!isVoiceEventType(event)) return { ok: false, reason: 'unknown event' };
       if (typeof x['cursor'] !== 'string') return { ok: false, reason: 'event without cursor' };
-      const payload = parseVoiceEvent(x['payload'], event);
+      const payload = parseVoiceEvent(x['payload'], { frameType: event });
       if (!payload.ok) return payload;
       return { ok: true, frame: { v: 1, type: 'event', event, cursor: x['cursor'], payload: payload.frame } };
     }
