@@ -90,6 +90,7 @@ export function GameRoom({
     onError: (err: VoiceEventsError) => {
       if (err.fatal) push({ kind: 'error', text: 'Lost the live connection. Retry from the status badge.' });
       else if (err.code === 'auth_failed' || err.code === 'token_error') push({ kind: 'error', text: err.message });
+      else if (err.code === 'resume_gap') push({ kind: 'info', text: 'Live updates were interrupted; some voice changes may have been missed.' });
     },
   });
 
