@@ -96,6 +96,28 @@ describe('voice dropout modal', { timeout: 120_000 }, () => {
     await page.close();
   });
 
+  it('the simulator panel beside the room drives the leave', async () => {
+    const page = await roomInVoice();
+    const leave = page.locator(`[data-testid="sim-leave-${USER}"]`);
+    await page.waitForFunction((sel) => {
+      const b = document.querySelector(sel);
+      return b instanceof HTMLButtonElement && !b.disabled;
+    }, `[data-testid="sim-leave-${USER}"]`, { timeout: 10_000 });
+    await leave.click();
+    await page.locator(MODAL).waitFor({ state: 'visible', timeout: 10_000 });
+    await page.close();
+  });
+
+  it('the landing and simulator pages load from the demo server', async () => {
+    const page = await browser.context.newPage();
+    await page.goto(`${target.baseUrl}/`);
+    await page.locator('[data-testid="landing"]').waitFor();
+    await page.getByText(/Guild 2000/).waitFor({ timeout: 10_000 });
+    await page.goto(`${target.baseUrl}/simulator.html`);
+    for (const id of ['3001', '3002', '3003']) await page.locator(`[data-testid="sim-user-${id}"]`).waitFor({ timeout: 10_000 });
+    await page.close();
+  });
+
   it('Leave Game goes to the landing page', async () => {
     const page = await roomInVoice();
     await dropOut(page);
