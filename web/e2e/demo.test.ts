@@ -37,7 +37,7 @@ async function dropOut(page: Page): Promise<void> {
   await page.locator(MODAL).waitFor({ state: 'visible', timeout: 10_000 });
 }
 
-describe('voice dropout modal', { timeout: 120_000 }, () => {
+describe('voice dropout modal', () => {
   it('shows the modal when the user leaves voice, focused on Rejoin', async () => {
     const page = await roomInVoice();
     await dropOut(page);
@@ -131,7 +131,7 @@ describe('voice dropout modal', { timeout: 120_000 }, () => {
     const page = await roomInVoice();
     const status = page.locator('[data-testid="connection-status"]');
     assert.equal(await api.post('/api/demo/edge/stop'), 202);
-    await page.locator('[data-testid="connection-status"]:not([data-status="open"])').waitFor({ timeout: 70_000 });
+    await page.locator('[data-testid="connection-status"]:not([data-status="open"])').waitFor({ timeout: 60_000 });
     await api.voice(USER, null);
     // Give the client a failed attempt or two against the stopped edge.
     await page.waitForTimeout(1500);
