@@ -117,7 +117,8 @@ export function GameRoom({
         setDropout(null);
         push({ kind: 'success', text: `Rejoining ${nameOf(result.channelId)}.`, href: result.url, linkText: 'Open in Discord' });
       } else {
-        push({ kind: 'error', text: result.message });
+        const wait = result.retryAfterSec !== undefined ? ` Try again in ${Math.ceil(result.retryAfterSec)} s.` : '';
+        push({ kind: 'error', text: `${result.message}${wait}` });
       }
     } finally {
       setRejoining(false);

@@ -539,7 +539,9 @@ export class VoiceEventsClient {
       );
       return;
     }
-    const delay = backoffDelay(this.attempt, this.random, this.baseMs, this.maxMs);
+    let delay = backoffDelay(this.attempt, this.random, this.baseMs, this.maxMs);
+    // "Reconnect later": a rate-limited client never comes straight back.
+    if (details.closeCode === CloseCode.RateLimited) delay = Math.max(delay, this.baseMs);
     this.attempt++;
     this.setStatus('reconnecting');
     this.retryTimer = this.timers.setTimeout(() => {

@@ -368,9 +368,17 @@ describe('close codes', () => {
     await vi.advanceTimersByTimeAsync(0);
     h.last().open();
     h.last().serverClose(4029);
-    (await expectNewSocketAfter(h, 999)).serverClose(4029);
+    (await expectNewSocketAfter(h, 1000)).serverClose(4029);
     await expectNewSocketAfter(h, 1998);
     expect(h.errors.map((e) => e.code)).toEqual(['rate_limited', 'rate_limited']);
+  });
+
+  it('4029: never reconnects sooner than the base delay, even when the jitter draws 0', async () => {
+    const h = harness({ random: () => 0 });
+    h.client.start();
+    const s = await h.connect();
+    s.serverClose(4029);
+    await expectNewSocketAfter(h, 1000);
   });
 });
 
