@@ -83,7 +83,10 @@ pub struct JwtVerifier {
 impl std::fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtVerifier")
-            .field("algorithms", &self.keys.iter().map(|k| k.alg).collect::<Vec<_>>())
+            .field(
+                "algorithms",
+                &self.keys.iter().map(|k| k.alg).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -313,9 +316,15 @@ mod tests {
             "s3cret",
         );
         assert!(v.verify(&ok, 1000).is_ok());
-        let aud = hs(json!({"sub":"1","guilds":["2"],"exp":2000,"aud":"x","iss":"me"}), "s3cret");
+        let aud = hs(
+            json!({"sub":"1","guilds":["2"],"exp":2000,"aud":"x","iss":"me"}),
+            "s3cret",
+        );
         assert_eq!(v.verify(&aud, 1000).unwrap_err().reason(), "audience");
-        let iss = hs(json!({"sub":"1","guilds":["2"],"exp":2000,"aud":"vw","iss":"x"}), "s3cret");
+        let iss = hs(
+            json!({"sub":"1","guilds":["2"],"exp":2000,"aud":"vw","iss":"x"}),
+            "s3cret",
+        );
         assert_eq!(v.verify(&iss, 1000).unwrap_err().reason(), "issuer");
     }
 }

@@ -11,7 +11,11 @@ use clap::Parser;
 #[derive(Debug, Clone, clap::Args)]
 pub struct EdgeArgs {
     /// HTTP/WebSocket listen address.
-    #[arg(long = "listen", env = "VOICEWATCH_EDGE_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long = "listen",
+        env = "VOICEWATCH_EDGE_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
     pub listen: SocketAddr,
 
     /// HS256 secret for client tokens.
@@ -39,7 +43,11 @@ pub struct EdgeArgs {
     pub max_guilds: usize,
 
     /// Time a new connection has to send its auth frame (then 4002).
-    #[arg(long, env = "VOICEWATCH_EDGE_AUTH_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "VOICEWATCH_EDGE_AUTH_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
     pub auth_timeout_ms: u64,
 
     /// Interval of the server heartbeat frame `{"v":1,"type":"ping"}`.
@@ -51,7 +59,11 @@ pub struct EdgeArgs {
     pub ws_ping_ms: u64,
 
     /// A peer silent (no frame, no pong) this long after a ping is dropped.
-    #[arg(long, env = "VOICEWATCH_EDGE_WS_PING_TIMEOUT_MS", default_value_t = 30_000)]
+    #[arg(
+        long,
+        env = "VOICEWATCH_EDGE_WS_PING_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
     pub ws_ping_timeout_ms: u64,
 
     /// Outbound bytes queued for one connection before it is cut (4008).
@@ -63,7 +75,11 @@ pub struct EdgeArgs {
     pub max_message_bytes: usize,
 
     /// Read buffer of each WebSocket, bytes (small: it is per connection).
-    #[arg(long, env = "VOICEWATCH_EDGE_WS_READ_BUFFER_BYTES", default_value_t = 512)]
+    #[arg(
+        long,
+        env = "VOICEWATCH_EDGE_WS_READ_BUFFER_BYTES",
+        default_value_t = 512
+    )]
     pub ws_read_buffer_bytes: usize,
 
     /// Sustained inbound frames per second per connection (then 4029).
@@ -75,15 +91,27 @@ pub struct EdgeArgs {
     pub inbound_burst: f64,
 
     /// WebSocket connections this edge holds at most (then 4029).
-    #[arg(long, env = "VOICEWATCH_EDGE_MAX_CONNECTIONS", default_value_t = 100_000)]
+    #[arg(
+        long,
+        env = "VOICEWATCH_EDGE_MAX_CONNECTIONS",
+        default_value_t = 100_000
+    )]
     pub max_connections: usize,
 
     /// Authenticated connections per user (token `sub`) at most (then 4029).
-    #[arg(long, env = "VOICEWATCH_EDGE_MAX_CONNECTIONS_PER_USER", default_value_t = 32)]
+    #[arg(
+        long,
+        env = "VOICEWATCH_EDGE_MAX_CONNECTIONS_PER_USER",
+        default_value_t = 32
+    )]
     pub max_connections_per_user: usize,
 
     /// WebSocket connections per client IP at most (then 4029).
-    #[arg(long, env = "VOICEWATCH_EDGE_MAX_CONNECTIONS_PER_IP", default_value_t = 25_000)]
+    #[arg(
+        long,
+        env = "VOICEWATCH_EDGE_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 25_000
+    )]
     pub max_connections_per_ip: usize,
 
     /// Allowed `Origin` headers, comma-separated; empty allows any origin.
@@ -91,7 +119,11 @@ pub struct EdgeArgs {
     pub allowed_origins: Vec<String>,
 
     /// Most events replayed to one resuming client (more: recovered false).
-    #[arg(long, env = "VOICEWATCH_EDGE_RESUME_MAX_EVENTS", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "VOICEWATCH_EDGE_RESUME_MAX_EVENTS",
+        default_value_t = 10_000
+    )]
     pub resume_max_events: usize,
 
     /// How long auth waits for the bus (subscribe, replay, head).
@@ -99,19 +131,35 @@ pub struct EdgeArgs {
     pub bus_timeout_ms: u64,
 
     /// Tolerance between a live event's signature timestamp and our clock.
-    #[arg(long, env = "VOICEWATCH_SIGNATURE_TOLERANCE_MS", default_value_t = 300_000)]
+    #[arg(
+        long,
+        env = "VOICEWATCH_SIGNATURE_TOLERANCE_MS",
+        default_value_t = 300_000
+    )]
     pub signature_tolerance_ms: i64,
 
     /// Window over which a drain spreads its 1012 closes.
-    #[arg(long, env = "VOICEWATCH_EDGE_DRAIN_WINDOW_MS", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "VOICEWATCH_EDGE_DRAIN_WINDOW_MS",
+        default_value_t = 10_000
+    )]
     pub drain_window_ms: u64,
 
     /// Deadline of a drain: connections still open then are dropped.
-    #[arg(long, env = "VOICEWATCH_EDGE_DRAIN_TIMEOUT_MS", default_value_t = 30_000)]
+    #[arg(
+        long,
+        env = "VOICEWATCH_EDGE_DRAIN_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
     pub drain_timeout_ms: u64,
 
     /// Time allowed to write the error and close frames before dropping.
-    #[arg(long, env = "VOICEWATCH_EDGE_CLOSE_TIMEOUT_MS", default_value_t = 5_000)]
+    #[arg(
+        long,
+        env = "VOICEWATCH_EDGE_CLOSE_TIMEOUT_MS",
+        default_value_t = 5_000
+    )]
     pub close_timeout_ms: u64,
 
     /// Largest body of `POST /api/internal/events` (then 413).

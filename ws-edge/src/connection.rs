@@ -135,10 +135,7 @@ impl Conn<'_> {
     }
 
     fn requested_close(&self) -> End {
-        let code = self
-            .shared
-            .close_requested()
-            .unwrap_or(CloseCode::Restart);
+        let code = self.shared.close_requested().unwrap_or(CloseCode::Restart);
         let message = match code {
             CloseCode::SlowConsumer => "outbound buffer over its limit",
             CloseCode::Restart => "service restart",
@@ -148,13 +145,19 @@ impl Conn<'_> {
     }
 
     /// Reads one inbound message; `Ok(None)` for control frames.
-    fn inbound(&mut self, msg: Option<Result<Message, axum::Error>>) -> Result<Option<ClientFrame>, End> {
+    fn inbound(
+        &mut self,
+        msg: Option<Result<Message, axum::Error>>,
+    ) -> Result<Option<ClientFrame>, End> {
         let msg = match msg {
             None => return Err(End::Gone),
             // Oversized or malformed WebSocket frames, bad UTF-8, ...
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "websocket read error");
-                return Err(End::Close(CloseCode::ProtocolError, "malformed WebSocket frame".into()));
+                return Err(End::Close(
+                    CloseCode::ProtocolError,
+                    "malformed WebSocket frame".into(),
+                ));
             }
             Some(Ok(m)) => m,
         };
@@ -331,13 +334,10 @@ impl Conn<'_> {
     }
 
     fn verify(&self, token: &str) -> Result<voicewatch_protocol::Claims, End> {
-        self.st
-            .jwt
-            .verify(token, now_ms() / 1000)
-            .map_err(|e| {
-                self.st.metrics.auth_failure(e.reason());
-                End::Close(CloseCode::AuthFailed, e.to_string().into())
-            })
+        self.st.jwt.verify(token, now_ms() / 1000).map_err(|e| {
+            self.st.metrics.auth_failure(e.reason());
+            End::Close(CloseCode::AuthFailed, e.to_string().into())
+        })
     }
 
     fn expiry(&self, exp: i64) -> Instant {

@@ -134,11 +134,9 @@ impl Hub {
                 let failed = map
                     .get(&g)
                     .is_some_and(|e| *e.state.borrow() == SubState::Failed);
-                if failed {
-                    if let Some(old) = map.remove(&g) {
-                        old.task.abort();
-                        self.metrics.guild_subscriptions.dec();
-                    }
+                if failed && let Some(old) = map.remove(&g) {
+                    old.task.abort();
+                    self.metrics.guild_subscriptions.dec();
                 }
                 let entry = map.entry(g).or_insert_with(|| self.spawn_guild(g));
                 entry.members.write().push(Member {
@@ -178,11 +176,9 @@ impl Hub {
                 m.retain(|m| m.conn.id != conn_id);
                 m.is_empty()
             };
-            if empty {
-                if let Some(e) = map.remove(g) {
-                    e.task.abort();
-                    self.metrics.guild_subscriptions.dec();
-                }
+            if empty && let Some(e) = map.remove(g) {
+                e.task.abort();
+                self.metrics.guild_subscriptions.dec();
             }
         }
     }

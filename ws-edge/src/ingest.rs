@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::json;
 use voicewatch_protocol::signing::{HEADER_KEY_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 use voicewatch_protocol::{SignedEvent, Stamp, Subject, VoiceEvent};
@@ -40,10 +40,12 @@ pub(crate) async fn ingest(
     };
     // The signature first: an unauthenticated caller learns nothing about
     // what a valid event looks like.
-    if let Err(e) = st
-        .keyring
-        .verify(&stamp, &body, Some(now_ms()), st.args.signature_tolerance_ms)
-    {
+    if let Err(e) = st.keyring.verify(
+        &stamp,
+        &body,
+        Some(now_ms()),
+        st.args.signature_tolerance_ms,
+    ) {
         return answer(
             &st,
             StatusCode::UNAUTHORIZED,

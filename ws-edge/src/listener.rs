@@ -9,12 +9,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::connect_info::ConnectInfo;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpStream};
@@ -162,7 +162,10 @@ fn open_slot(st: &Arc<EdgeState>, ip: IpAddr) -> Result<ConnSlot, (CloseCode, &'
     ));
     if !st.limits.per_ip.acquire(ip) {
         st.metrics.reject("per_ip");
-        return Err((CloseCode::RateLimited, "too many connections from this address"));
+        return Err((
+            CloseCode::RateLimited,
+            "too many connections from this address",
+        ));
     }
     let n = {
         let mut c = st.registry.conns.lock();
@@ -278,7 +281,9 @@ async fn serve_tcp(
     // Plain and TLS connections differ in type only.
     macro_rules! drive {
         ($io:expr) => {{
-            let conn = http.serve_connection(TokioIo::new($io), svc).with_upgrades();
+            let conn = http
+                .serve_connection(TokioIo::new($io), svc)
+                .with_upgrades();
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => return,
@@ -309,7 +314,8 @@ async fn serve_tcp(
 pub(crate) async fn drain(st: Arc<EdgeState>) {
     let start = Instant::now();
     let window = Duration::from_millis(st.args.drain_window_ms);
-    let deadline = start + Duration::from_millis(st.args.drain_timeout_ms.max(st.args.drain_window_ms));
+    let deadline =
+        start + Duration::from_millis(st.args.drain_timeout_ms.max(st.args.drain_window_ms));
     let conns = st.registry.snapshot();
     let n = conns.len().max(1) as u32;
     tracing::info!(connections = conns.len(), ?window, "draining");

@@ -72,29 +72,99 @@ impl Metrics {
             dead_peers: Counter::default(),
             registry: Registry::default(),
         };
-        r.register("connections", "Open WebSocket connections", m.connections.clone());
-        r.register("connections_opened", "WebSocket connections accepted", m.connections_opened.clone());
-        r.register("connections_closed", "WebSocket connections closed, by close code (0: dropped without a close frame)", m.connections_closed.clone());
-        r.register("rejected", "Upgrades and connections refused by a limit, by reason", m.rejected.clone());
-        r.register("auth_failures", "Failed authentications, by reason", m.auth_failures.clone());
-        r.register("auth_ok", "Successful authentications (including refreshes)", m.auth_ok.clone());
-        r.register("resumes", "Auth frames with a resume cursor, by outcome", m.resumes.clone());
-        r.register("replayed_events", "Events sent to clients from bus replay", m.replayed_events.clone());
-        r.register("events_received", "Events received live from the bus", m.events_received.clone());
-        r.register("events_delivered", "Event frames written to sockets", m.events_delivered.clone());
-        r.register("events_dropped", "Events or deliveries dropped, by reason", m.events_dropped.clone());
-        r.register("fanout_latency_seconds", "From bus receipt to written to the socket", m.fanout_latency.clone());
-        r.register("outbound_queue_bytes", "Bytes queued for sockets, all connections", m.outbound_queue_bytes.clone());
-        r.register("guild_subscriptions", "Guilds this edge is subscribed to on the bus", m.guild_subscriptions.clone());
-        r.register("inbound_frames", "Frames received from clients", m.inbound_frames.clone());
-        r.register("ingest_requests", "POST /api/internal/events answers, by status", m.ingest.clone());
-        r.register("dead_peers", "Connections dropped for silence after a WebSocket ping", m.dead_peers.clone());
+        r.register(
+            "connections",
+            "Open WebSocket connections",
+            m.connections.clone(),
+        );
+        r.register(
+            "connections_opened",
+            "WebSocket connections accepted",
+            m.connections_opened.clone(),
+        );
+        r.register(
+            "connections_closed",
+            "WebSocket connections closed, by close code (0: dropped without a close frame)",
+            m.connections_closed.clone(),
+        );
+        r.register(
+            "rejected",
+            "Upgrades and connections refused by a limit, by reason",
+            m.rejected.clone(),
+        );
+        r.register(
+            "auth_failures",
+            "Failed authentications, by reason",
+            m.auth_failures.clone(),
+        );
+        r.register(
+            "auth_ok",
+            "Successful authentications (including refreshes)",
+            m.auth_ok.clone(),
+        );
+        r.register(
+            "resumes",
+            "Auth frames with a resume cursor, by outcome",
+            m.resumes.clone(),
+        );
+        r.register(
+            "replayed_events",
+            "Events sent to clients from bus replay",
+            m.replayed_events.clone(),
+        );
+        r.register(
+            "events_received",
+            "Events received live from the bus",
+            m.events_received.clone(),
+        );
+        r.register(
+            "events_delivered",
+            "Event frames written to sockets",
+            m.events_delivered.clone(),
+        );
+        r.register(
+            "events_dropped",
+            "Events or deliveries dropped, by reason",
+            m.events_dropped.clone(),
+        );
+        r.register(
+            "fanout_latency_seconds",
+            "From bus receipt to written to the socket",
+            m.fanout_latency.clone(),
+        );
+        r.register(
+            "outbound_queue_bytes",
+            "Bytes queued for sockets, all connections",
+            m.outbound_queue_bytes.clone(),
+        );
+        r.register(
+            "guild_subscriptions",
+            "Guilds this edge is subscribed to on the bus",
+            m.guild_subscriptions.clone(),
+        );
+        r.register(
+            "inbound_frames",
+            "Frames received from clients",
+            m.inbound_frames.clone(),
+        );
+        r.register(
+            "ingest_requests",
+            "POST /api/internal/events answers, by status",
+            m.ingest.clone(),
+        );
+        r.register(
+            "dead_peers",
+            "Connections dropped for silence after a WebSocket ping",
+            m.dead_peers.clone(),
+        );
         r.register("draining", "1 while the edge drains", m.draining.clone());
         Self { registry: r, ..m }
     }
 
     pub fn closed(&self, code: u16) {
-        self.connections_closed.get_or_create(&[("code", code)]).inc();
+        self.connections_closed
+            .get_or_create(&[("code", code)])
+            .inc();
     }
 
     pub fn reject(&self, reason: &'static str) {
@@ -102,7 +172,9 @@ impl Metrics {
     }
 
     pub fn auth_failure(&self, reason: &'static str) {
-        self.auth_failures.get_or_create(&[("reason", reason)]).inc();
+        self.auth_failures
+            .get_or_create(&[("reason", reason)])
+            .inc();
     }
 
     pub fn resume(&self, outcome: &'static str) {
@@ -110,7 +182,9 @@ impl Metrics {
     }
 
     pub fn dropped(&self, reason: &'static str) {
-        self.events_dropped.get_or_create(&[("reason", reason)]).inc();
+        self.events_dropped
+            .get_or_create(&[("reason", reason)])
+            .inc();
     }
 
     /// Prometheus text exposition of every metric.

@@ -70,7 +70,11 @@ impl EdgeState {
 
     /// Silence after which a peer is considered dead.
     pub fn dead_after(&self) -> Duration {
-        Duration::from_millis(self.args.ws_ping_ms.saturating_add(self.args.ws_ping_timeout_ms))
+        Duration::from_millis(
+            self.args
+                .ws_ping_ms
+                .saturating_add(self.args.ws_ping_timeout_ms),
+        )
     }
 
     pub fn ready(&self) -> bool {
