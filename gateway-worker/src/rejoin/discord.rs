@@ -85,7 +85,11 @@ pub struct DiscordRest {
 }
 
 impl DiscordRest {
-    pub fn new(http: Arc<twilight_http::Client>, timeout: Duration, metrics: RejoinMetrics) -> Self {
+    pub fn new(
+        http: Arc<twilight_http::Client>,
+        timeout: Duration,
+        metrics: RejoinMetrics,
+    ) -> Self {
         Self {
             http,
             timeout,
@@ -107,12 +111,14 @@ impl DiscordRest {
         let Some(c) = Id::new_checked(channel) else {
             return Fetch::NotFound;
         };
-        self.call("channel", self.http.channel(c)).await.map(|c| ChannelFacts {
-            guild_id: c.guild_id.map(|g| g.get()),
-            kind: c.kind,
-            user_limit: c.user_limit,
-            overwrites: c.permission_overwrites.unwrap_or_default(),
-        })
+        self.call("channel", self.http.channel(c))
+            .await
+            .map(|c| ChannelFacts {
+                guild_id: c.guild_id.map(|g| g.get()),
+                kind: c.kind,
+                user_limit: c.user_limit,
+                overwrites: c.permission_overwrites.unwrap_or_default(),
+            })
     }
 
     /// Owner and roles in one call (`GET guilds/{g}`).
@@ -120,10 +126,16 @@ impl DiscordRest {
         let Some(g) = Id::new_checked(guild) else {
             return Fetch::NotFound;
         };
-        self.call("guild", self.http.guild(g)).await.map(|g| GuildFacts {
-            owner_id: g.owner_id.get(),
-            roles: g.roles.iter().map(|r| (r.id.get(), r.permissions)).collect(),
-        })
+        self.call("guild", self.http.guild(g))
+            .await
+            .map(|g| GuildFacts {
+                owner_id: g.owner_id.get(),
+                roles: g
+                    .roles
+                    .iter()
+                    .map(|r| (r.id.get(), r.permissions))
+                    .collect(),
+            })
     }
 
     async fn call<T, R>(&self, route: &'static str, request: R) -> Fetch<T>

@@ -179,16 +179,24 @@ impl RejoinMetrics {
             busy: Counter::default(),
             bad_requests: Counter::default(),
             inflight: Gauge::default(),
-            check_seconds: Histogram::new(
-                [0.001, 0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0].into_iter(),
-            ),
+            check_seconds: Histogram::new([
+                0.001, 0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0,
+            ]),
         }
     }
 
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("voicewatch_rejoin");
-        r.register("checks", "Rejoin checks answered, by outcome", self.checks.clone());
-        r.register("cache_hits", "Rejoin checks answered from the cache", self.cache_hits.clone());
+        r.register(
+            "checks",
+            "Rejoin checks answered, by outcome",
+            self.checks.clone(),
+        );
+        r.register(
+            "cache_hits",
+            "Rejoin checks answered from the cache",
+            self.cache_hits.clone(),
+        );
         r.register(
             "cache_full",
             "Rejoin answers not cached because the cache was full",
@@ -204,10 +212,26 @@ impl RejoinMetrics {
             "Checks of a limited channel whose occupancy the gateway did not know",
             self.occupancy_unknown.clone(),
         );
-        r.register("busy", "Rejoin requests refused because too many were in flight", self.busy.clone());
-        r.register("bad_requests", "Rejoin requests with an unreadable payload", self.bad_requests.clone());
-        r.register("inflight", "Rejoin checks in progress", self.inflight.clone());
-        r.register("check_seconds", "Time to answer a rejoin check", self.check_seconds.clone());
+        r.register(
+            "busy",
+            "Rejoin requests refused because too many were in flight",
+            self.busy.clone(),
+        );
+        r.register(
+            "bad_requests",
+            "Rejoin requests with an unreadable payload",
+            self.bad_requests.clone(),
+        );
+        r.register(
+            "inflight",
+            "Rejoin checks in progress",
+            self.inflight.clone(),
+        );
+        r.register(
+            "check_seconds",
+            "Time to answer a rejoin check",
+            self.check_seconds.clone(),
+        );
     }
 
     pub fn outcome_count(&self, outcome: &'static str) -> u64 {
@@ -249,7 +273,8 @@ impl OutcomeCache {
     fn put(&mut self, key: CacheKey, outcome: RejoinOutcome, now: Instant) -> bool {
         if self.entries.len() >= self.capacity && !self.entries.contains_key(&key) {
             let ttl = self.ttl;
-            self.entries.retain(|_, (at, _)| now.duration_since(*at) < ttl);
+            self.entries
+                .retain(|_, (at, _)| now.duration_since(*at) < ttl);
             if self.entries.len() >= self.capacity {
                 return false;
             }
@@ -393,8 +418,14 @@ impl RejoinChecker {
         if ch.guild_id.is_some_and(|g| g != guild) {
             return RejoinOutcome::refused(RejoinError::ChannelNotFound);
         }
-        if !matches!(ch.kind, ChannelType::GuildVoice | ChannelType::GuildStageVoice) {
-            return refused(RejoinError::ChannelNotFound, "that channel is not a voice channel");
+        if !matches!(
+            ch.kind,
+            ChannelType::GuildVoice | ChannelType::GuildStageVoice
+        ) {
+            return refused(
+                RejoinError::ChannelNotFound,
+                "that channel is not a voice channel",
+            );
         }
         let g = match guild_facts {
             Fetch::Found(g) => g,
@@ -441,7 +472,10 @@ impl RejoinChecker {
         while let Some(req) = requests.next().await {
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 self.metrics.busy.inc();
-                let o = refused(RejoinError::DiscordError, "too many rejoin checks at once; try again");
+                let o = refused(
+                    RejoinError::DiscordError,
+                    "too many rejoin checks at once; try again",
+                );
                 if let Err(e) = req.respond(Bytes::from(o.to_json())).await {
                     tracing::debug!(error = %e, "rejoin answer not delivered");
                 }
@@ -478,7 +512,8 @@ pub fn channel_permissions(
     g: &GuildFacts,
     ch: &ChannelFacts,
 ) -> Permissions {
-    let (Some(guild_id), Some(user_id)) = (Id::new_checked(guild), Id::<UserMarker>::new_checked(user))
+    let (Some(guild_id), Some(user_id)) =
+        (Id::new_checked(guild), Id::<UserMarker>::new_checked(user))
     else {
         return Permissions::empty();
     };

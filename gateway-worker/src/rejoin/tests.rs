@@ -21,7 +21,12 @@ fn voice(overwrites: Vec<PermissionOverwrite>) -> ChannelFacts {
     }
 }
 
-fn ow(id: u64, kind: PermissionOverwriteType, allow: Permissions, deny: Permissions) -> PermissionOverwrite {
+fn ow(
+    id: u64,
+    kind: PermissionOverwriteType,
+    allow: Permissions,
+    deny: Permissions,
+) -> PermissionOverwrite {
     PermissionOverwrite {
         id: Id::new(id),
         kind,
@@ -36,8 +41,18 @@ const VC: Permissions = Permissions::VIEW_CHANNEL.union(Permissions::CONNECT);
 fn everyone_denied_connect_but_role_allowed() {
     let g = guild(VC, Permissions::empty());
     let ch = voice(vec![
-        ow(G, PermissionOverwriteType::Role, Permissions::empty(), Permissions::CONNECT),
-        ow(ROLE, PermissionOverwriteType::Role, Permissions::CONNECT, Permissions::empty()),
+        ow(
+            G,
+            PermissionOverwriteType::Role,
+            Permissions::empty(),
+            Permissions::CONNECT,
+        ),
+        ow(
+            ROLE,
+            PermissionOverwriteType::Role,
+            Permissions::CONNECT,
+            Permissions::empty(),
+        ),
     ]);
     assert!(channel_permissions(G, 3001, &[ROLE], &g, &ch).contains(VC));
     assert!(!channel_permissions(G, 3002, &[], &g, &ch).contains(Permissions::CONNECT));
@@ -47,8 +62,18 @@ fn everyone_denied_connect_but_role_allowed() {
 fn member_overwrite_beats_role_overwrite() {
     let g = guild(VC, Permissions::empty());
     let ch = voice(vec![
-        ow(ROLE, PermissionOverwriteType::Role, Permissions::CONNECT, Permissions::empty()),
-        ow(3001, PermissionOverwriteType::Member, Permissions::empty(), Permissions::CONNECT),
+        ow(
+            ROLE,
+            PermissionOverwriteType::Role,
+            Permissions::CONNECT,
+            Permissions::empty(),
+        ),
+        ow(
+            3001,
+            PermissionOverwriteType::Member,
+            Permissions::empty(),
+            Permissions::CONNECT,
+        ),
     ]);
     assert!(!channel_permissions(G, 3001, &[ROLE], &g, &ch).contains(Permissions::CONNECT));
 }
@@ -62,8 +87,14 @@ fn owner_and_administrator_pass_any_overwrite() {
         Permissions::empty(),
         VC,
     )]);
-    assert!(channel_permissions(G, 1000, &[], &g, &ch).contains(VC), "owner");
-    assert!(channel_permissions(G, 3001, &[ROLE], &g, &ch).contains(VC), "admin role");
+    assert!(
+        channel_permissions(G, 1000, &[], &g, &ch).contains(VC),
+        "owner"
+    );
+    assert!(
+        channel_permissions(G, 3001, &[ROLE], &g, &ch).contains(VC),
+        "admin role"
+    );
     assert!(!channel_permissions(G, 3002, &[], &g, &ch).contains(VC));
 }
 
@@ -85,10 +116,23 @@ fn cache_expires_and_stays_bounded() {
     let o = RejoinOutcome::refused(RejoinError::ChannelFull);
     assert!(c.put((1, 1, 1), o.clone(), t0));
     assert!(c.put((2, 1, 1), o.clone(), t0));
-    assert_eq!(c.get(&(1, 1, 1), t0 + Duration::from_millis(50)), Some(o.clone()));
-    assert!(!c.put((3, 1, 1), o.clone(), t0 + Duration::from_millis(50)), "full of live entries");
-    assert_eq!(c.get(&(1, 1, 1), t0 + Duration::from_millis(150)), None, "expired");
-    assert!(c.put((3, 1, 1), o, t0 + Duration::from_millis(150)), "expired entries swept");
+    assert_eq!(
+        c.get(&(1, 1, 1), t0 + Duration::from_millis(50)),
+        Some(o.clone())
+    );
+    assert!(
+        !c.put((3, 1, 1), o.clone(), t0 + Duration::from_millis(50)),
+        "full of live entries"
+    );
+    assert_eq!(
+        c.get(&(1, 1, 1), t0 + Duration::from_millis(150)),
+        None,
+        "expired"
+    );
+    assert!(
+        c.put((3, 1, 1), o, t0 + Duration::from_millis(150)),
+        "expired entries swept"
+    );
     assert_eq!(c.entries.len(), 1);
 }
 
