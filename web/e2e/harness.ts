@@ -79,6 +79,17 @@ export async function startTarget(): Promise<Target> {
   });
   child.stdout?.pipe(logFile);
   child.stderr?.pipe(logFile);
+  // Never leave the demo running behind a crashed or interrupted test run.
+  const killOnExit = (): void => {
+    if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) {
+      try {
+        process.kill(child.pid, 'SIGKILL');
+      } catch {
+        // Already gone.
+      }
+    }
+  };
+  process.once('exit', killOnExit);
   const stop = async (): Promise<void> => {
     if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
     const exited = new Promise<void>((ok) => child.once('exit', () => ok()));
@@ -88,6 +99,7 @@ export async function startTarget(): Promise<Target> {
     }, 5000);
     await exited;
     clearTimeout(timer);
+    process.removeListener('exit', killOnExit);
   };
   try {
     await waitReady(baseUrl, child, 30_000);
