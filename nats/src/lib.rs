@@ -9,9 +9,13 @@
 //! subscriptions for a node).
 
 pub mod bus;
+pub mod memory;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 
 pub use bus::{
     Bus, BusError, Delivery, DeliveryStream, IncomingRequest, PublishAck, Replay, RequestStream,
     Respond,
 };
+pub use memory::{MemoryBus, MemoryBusConfig};
 pub use voicewatch_protocol::Snowflake as GuildId;

@@ -118,6 +118,11 @@ impl JwtVerifier {
         })
     }
 
+    /// Checks the token against the system clock.
+    pub fn verify_now(&self, token: &str) -> Result<Claims, AuthError> {
+        self.verify(token, crate::hub::now_ms() / 1000)
+    }
+
     /// Checks the token at `now` (seconds since the epoch).
     pub fn verify(&self, token: &str, now: i64) -> Result<Claims, AuthError> {
         let header = decode_header(token).map_err(|e| match e.kind() {

@@ -24,6 +24,7 @@ mod ingest;
 mod listener;
 pub mod metrics;
 pub mod outbound;
+pub mod rejoin;
 mod state;
 pub mod tls;
 
@@ -101,6 +102,12 @@ impl Edge {
 
     pub fn metrics(&self) -> Arc<Metrics> {
         Arc::clone(&self.state.metrics)
+    }
+
+    /// A token check in the shape `rejoin::RejoinRoute` takes.
+    pub fn verify_token_fn(&self) -> rejoin::VerifyToken {
+        let jwt = self.jwt();
+        Arc::new(move |token: &str| jwt.verify_now(token).ok())
     }
 
     pub fn args(&self) -> &EdgeArgs {

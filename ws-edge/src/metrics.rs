@@ -12,7 +12,7 @@ type Labels = [(&'static str, &'static str); 1];
 type CodeLabels = [(&'static str, u16); 1];
 
 pub struct Metrics {
-    registry: Registry,
+    registry: parking_lot::Mutex<Registry>,
     pub connections: Gauge,
     pub connections_opened: Counter,
     pub connections_closed: Family<CodeLabels, Counter>,
@@ -70,7 +70,7 @@ impl Metrics {
             ingest: Family::default(),
             draining: Gauge::default(),
             dead_peers: Counter::default(),
-            registry: Registry::default(),
+            registry: parking_lot::Mutex::new(Registry::default()),
         };
         r.register(
             "connections",
@@ -158,7 +158,10 @@ impl Metrics {
             m.dead_peers.clone(),
         );
         r.register("draining", "1 while the edge drains", m.draining.clone());
-        Self { registry: r, ..m }
+        Self {
+            registry: parking_lot::Mutex::new(r),
+            ..m
+        }
     }
 
     pub fn closed(&self, code: u16) {
@@ -187,11 +190,17 @@ impl Metrics {
             .inc();
     }
 
+    /// Adds metrics of routes served beside the edge (rejoin, demo) to the
+    /// edge's `/metrics`.
+    pub fn register_extra(&self, f: impl FnOnce(&mut Registry)) {
+        f(&mut self.registry.lock());
+    }
+
     /// Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
-        let _ = encode(&mut out, &self.registry);
+        let _ = encode(&mut out, &self.registry.lock());
         out
     }
 }
