@@ -1,1 +1,2 @@
 //! voicewatch-ws-edge
+pub mod rejoin;
