@@ -35,13 +35,53 @@ enum Command {
     /// Gateway worker: Discord shards → signed voice events on NATS.
     Worker(Placeholder),
     /// WebSocket edge: events from NATS → authenticated browsers.
-    Edge(Placeholder),
+    Edge(Box<EdgeCmd>),
     /// Worker and edge in one process on the in-process bus (one machine).
     Standalone(Placeholder),
     /// The demo: simulator, worker, edge and demo page in one process.
     Demo(Placeholder),
     /// Discord gateway and REST simulator (for tests, demos and load).
     Simulate(Placeholder),
+}
+
+/// Options of `voicewatch edge`.
+#[derive(Args)]
+struct EdgeCmd {
+    #[command(flatten)]
+    edge: voicewatch_ws_edge::EdgeArgs,
+    /// NATS server URL(s), comma-separated (required: the edge runs on NATS).
+    #[arg(long, env = "VOICEWATCH_NATS_URL")]
+    nats_url: Option<String>,
+    /// HMAC keys `kid=secret[,kid=secret…]`; the first one signs, all verify.
+    #[arg(long, env = "VOICEWATCH_HMAC_KEYS", hide_env_values = true)]
+    hmac_keys: Option<String>,
+}
+
+async fn run_edge(cmd: EdgeCmd) -> anyhow::Result<()> {
+    let Some(_nats_url) = cmd.nats_url else {
+        anyhow::bail!(
+            "`edge` needs VOICEWATCH_NATS_URL (standalone and demo use the in-process bus)"
+        );
+    };
+    let Some(keys) = cmd.hmac_keys else {
+        anyhow::bail!("`edge` needs VOICEWATCH_HMAC_KEYS");
+    };
+    let _keyring = std::sync::Arc::new(voicewatch_protocol::Keyring::parse(&keys)?);
+    // The NATS JetStream bus is not in `voicewatch-bus` yet; once it is,
+    // connect it here and hand it to `serve_edge`.
+    anyhow::bail!("the NATS bus is not built yet")
+}
+
+/// Runs an edge until SIGTERM/Ctrl-C, then drains it (shared by `edge`,
+/// `standalone` and `demo`).
+#[allow(dead_code)]
+async fn serve_edge(edge: voicewatch_ws_edge::Edge) -> anyhow::Result<()> {
+    let handle = edge.serve().await?;
+    voicewatch_ws_edge::shutdown_signal().await;
+    tracing::info!("SIGTERM: draining");
+    handle.drain();
+    handle.join().await;
+    Ok(())
 }
 
 /// Options of a subcommand that is still being built.
@@ -66,8 +106,8 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         match cli.command {
+            Command::Edge(cmd) => run_edge(*cmd).await,
             Command::Worker(_)
-            | Command::Edge(_)
             | Command::Standalone(_)
             | Command::Demo(_)
             | Command::Simulate(_) => anyhow::bail!("this subcommand is not built yet"),
