@@ -1,1 +1,2 @@
 //! voicewatch-gateway-worker
+pub mod rejoin;

@@ -69,12 +69,19 @@ export async function startTarget(): Promise<Target> {
     throw new Error(`voicewatch binary not found at ${bin} (set VOICEWATCH_BIN, or VOICEWATCH_E2E_TARGET=mock for the mock server)`);
   }
   const port = await freePort();
+  // Any other listener the demo may open (worker health/metrics) gets a free port too.
+  const workerPort = await freePort();
   const baseUrl = `http://127.0.0.1:${port}`;
   const logPath = join(ARTIFACTS, `voicewatch-demo-${port}.log`);
   const logFile = createWriteStream(logPath);
   const child = spawn(bin, ['demo', '--listen', `127.0.0.1:${port}`], {
     cwd: REPO_ROOT,
-    env: { ...process.env, VOICEWATCH_WEB_DIR: DIST_DIR, RUST_LOG: process.env['RUST_LOG'] ?? 'info' },
+    env: {
+      ...process.env,
+      VOICEWATCH_WEB_DIR: DIST_DIR,
+      VOICEWATCH_EDGE_LISTEN: `127.0.0.1:${port}`,
+      VOICEWATCH_WORKER_LISTEN: `127.0.0.1:${workerPort}`,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   child.stdout?.pipe(logFile);
