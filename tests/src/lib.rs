@@ -1,1 +1,2 @@
 //! voicewatch-tests
+pub mod load;
