@@ -194,6 +194,10 @@ pub struct Cli {
     /// Keep the temporary directory with server configs and logs.
     #[arg(long, env = "VOICEWATCH_LOAD_KEEP_LOGS")]
     pub keep_logs: bool,
+    /// After the last event, wait at most this long for deliveries still in
+    /// flight (a saturated target keeps a backlog), seconds.
+    #[arg(long, default_value_t = 30.0, env = "VOICEWATCH_LOAD_DRAIN_TIMEOUT")]
+    pub drain_timeout: f64,
     /// Give up connecting after this many seconds.
     #[arg(long, env = "VOICEWATCH_LOAD_CONNECT_TIMEOUT")]
     pub connect_timeout: Option<f64>,
@@ -221,7 +225,7 @@ impl Cli {
         let (n, g, rate, dur) = match self.scenario {
             Idle => (10_000, 100, 0.0, 0.0),
             Fanout => (10_000, 1, 50.0, 20.0),
-            Guilds => (100_000, 10_000, 2_000.0, 20.0),
+            Guilds => (100_000, 10_000, 1_000.0, 20.0),
             Churn => (10_000, 1_000, 200.0, 20.0),
             Storm => (50_000, 5_000, 100.0, 30.0),
             Fleet => (20_000, 2_000, 1_000.0, 20.0),
