@@ -1,1 +1,4 @@
-//! voicewatch-gateway-worker
+//! voicewatch-gateway-worker: twilight shards → voice-state tracking →
+//! signed events on the bus.
+
+pub mod tracker;

@@ -1,1 +1,4 @@
-//! voicewatch-tests
+//! voicewatch-tests: the Discord simulator, shared test helpers and the load
+//! harness. End-to-end tests live in `tests/`.
+
+pub mod sim;
