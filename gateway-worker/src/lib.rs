@@ -1,4 +1,13 @@
 //! voicewatch-gateway-worker: twilight shards → voice-state tracking →
-//! signed events on the bus.
+//! signed events on the bus. See README.md.
 
+pub mod config;
+pub mod metrics;
+pub mod queue;
+pub mod state;
 pub mod tracker;
+pub mod worker;
+
+pub use config::Args;
+pub use state::{FileStateStore, StateStore};
+pub use worker::{Sink, SinkError, Worker, WorkerError, WorkerHandle, install_crypto_provider};

@@ -63,7 +63,13 @@ async fn run(inner: &Inner, conn_id: u64, ws: &mut WebSocket, rx: &mut mpsc::Unb
             msg = ws.recv() => {
                 let text = match msg {
                     Some(Ok(Message::Text(t))) => t,
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                    Some(Ok(Message::Close(_))) => {
+                        // Polling once more flushes the close reply the
+                        // WebSocket layer queued, as Discord answers a close.
+                        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), ws.recv()).await;
+                        return;
+                    }
+                    None | Some(Err(_)) => return,
                     Some(Ok(_)) => continue,
                 };
                 match handle(inner, conn_id, text.as_str()) {
