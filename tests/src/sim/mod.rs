@@ -317,6 +317,12 @@ impl Simulator {
         });
     }
 
+    /// Forget every session, connected or not: the next RESUME is refused
+    /// with op 9 false (as Discord does some minutes after a disconnect).
+    pub fn expire_sessions(&self) {
+        self.inner.with(|st| st.sessions.clear());
+    }
+
     /// Every current connection goes silent: no HEARTBEAT_ACK and no
     /// dispatches (they are still buffered for the RESUME that follows).
     pub fn zombie(&self) {
