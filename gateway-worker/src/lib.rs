@@ -1,9 +1,10 @@
 //! voicewatch-gateway-worker: twilight shards → voice-state tracking →
-//! signed events on the bus. See README.md.
+//! signed events on the bus, and the rejoin check. See README.md.
 
 pub mod config;
 pub mod metrics;
 pub mod queue;
+pub mod rejoin;
 pub mod state;
 pub mod tracker;
 pub mod worker;

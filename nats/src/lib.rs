@@ -1,1 +1,21 @@
-//! voicewatch-bus
+//! The bus: how signed voice events travel from the gateway worker to the
+//! edges, and how the edge asks the worker questions (request/reply).
+//!
+//! One trait, [`Bus`], with two implementations that pass one conformance
+//! suite: NATS JetStream for a fleet, and an in-process bus for the
+//! single-machine embedded default. Around the trait sit two helpers that
+//! work with either: [`outbox::Outbox`] (bounded, ordered retry while the bus
+//! is down) and [`interest::Interest`] (reference-counted per-guild
+//! subscriptions for a node).
+
+pub mod bus;
+pub mod memory;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
+
+pub use bus::{
+    Bus, BusError, Delivery, DeliveryStream, IncomingRequest, PublishAck, Replay, RequestStream,
+    Respond,
+};
+pub use memory::{MemoryBus, MemoryBusConfig};
+pub use voicewatch_protocol::Snowflake as GuildId;
