@@ -42,23 +42,39 @@ pub struct Args {
     pub stream: String,
 
     /// Health and metrics address.
-    #[arg(long, env = "VOICEWATCH_WORKER_LISTEN", default_value = "127.0.0.1:9090")]
+    #[arg(
+        long,
+        env = "VOICEWATCH_WORKER_LISTEN",
+        default_value = "127.0.0.1:9090"
+    )]
     pub listen: SocketAddr,
 
     /// Directory for shard sessions and voice maps (file state store).
-    #[arg(long, env = "VOICEWATCH_WORKER_STATE_DIR", default_value = "./voicewatch-worker-state")]
+    #[arg(
+        long,
+        env = "VOICEWATCH_WORKER_STATE_DIR",
+        default_value = "./voicewatch-worker-state"
+    )]
     pub state_dir: PathBuf,
 
     /// How often a shard's session and voice map are saved (milliseconds).
     /// A crash loses at most this much state; RESUME replays it and the
     /// deterministic event ids make the re-published events duplicates that
     /// JetStream drops.
-    #[arg(long, env = "VOICEWATCH_WORKER_SAVE_INTERVAL_MS", default_value_t = 1000)]
+    #[arg(
+        long,
+        env = "VOICEWATCH_WORKER_SAVE_INTERVAL_MS",
+        default_value_t = 1000
+    )]
     pub save_interval_ms: u64,
 
     /// Minimum spacing of IDENTIFYs per concurrency bucket (milliseconds).
     /// Discord's is 5000; tests against the simulator use less.
-    #[arg(long, env = "VOICEWATCH_WORKER_IDENTIFY_INTERVAL_MS", default_value_t = 5000)]
+    #[arg(
+        long,
+        env = "VOICEWATCH_WORKER_IDENTIFY_INTERVAL_MS",
+        default_value_t = 5000
+    )]
     pub identify_interval_ms: u64,
 
     /// Identify concurrency (`max_concurrency`); default: Discord's answer,
@@ -77,7 +93,13 @@ impl Args {
     }
 
     /// Arguments for tests and embedding: everything at its default.
-    pub fn for_simulator(token: &str, gateway_url: &str, api_url: &str, hmac_keys: &str, state_dir: PathBuf) -> Self {
+    pub fn for_simulator(
+        token: &str,
+        gateway_url: &str,
+        api_url: &str,
+        hmac_keys: &str,
+        state_dir: PathBuf,
+    ) -> Self {
         Self {
             discord_token: token.to_owned(),
             shards: None,

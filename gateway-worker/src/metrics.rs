@@ -57,28 +57,69 @@ impl Metrics {
             latency_us: Mutex::new(new_hdr()),
             registry: Registry::default(),
         };
-        registry.register("shard_state", "Shard state: 0 disconnected, 1 identifying, 2 resuming, 3 active, 4 fatally closed", m.shard_state.clone());
-        registry.register("gateway_events", "Gateway dispatches and closes seen, by type", m.gateway_events.clone());
-        registry.register("events_published", "Voice events acknowledged by the bus, by type", m.published.clone());
-        registry.register("publish_latency_seconds", "Dispatch received to publish acknowledged", m.publish_latency.clone());
-        registry.register("publish_retries", "Publish attempts that failed and were retried", m.publish_retries.clone());
-        registry.register("outbox_depth", "Events waiting in the bus outbox", m.outbox_depth.clone());
-        registry.register("users_in_voice", "Users in voice in the tracked guilds, by shard", m.users_in_voice.clone());
-        registry.register("dropouts", "voice.left events published", m.dropouts.clone());
+        registry.register(
+            "shard_state",
+            "Shard state: 0 disconnected, 1 identifying, 2 resuming, 3 active, 4 fatally closed",
+            m.shard_state.clone(),
+        );
+        registry.register(
+            "gateway_events",
+            "Gateway dispatches and closes seen, by type",
+            m.gateway_events.clone(),
+        );
+        registry.register(
+            "events_published",
+            "Voice events acknowledged by the bus, by type",
+            m.published.clone(),
+        );
+        registry.register(
+            "publish_latency_seconds",
+            "Dispatch received to publish acknowledged",
+            m.publish_latency.clone(),
+        );
+        registry.register(
+            "publish_retries",
+            "Publish attempts that failed and were retried",
+            m.publish_retries.clone(),
+        );
+        registry.register(
+            "outbox_depth",
+            "Events waiting in the bus outbox",
+            m.outbox_depth.clone(),
+        );
+        registry.register(
+            "users_in_voice",
+            "Users in voice in the tracked guilds, by shard",
+            m.users_in_voice.clone(),
+        );
+        registry.register(
+            "dropouts",
+            "voice.left events published",
+            m.dropouts.clone(),
+        );
         registry.register(
             "dropouts_by_guild",
             "voice.left events by guild (first 100 guilds; the rest under guild=\"other\")",
             m.dropouts_by_guild.clone(),
         );
         registry.register("state_saves", "Shard state saves", m.state_saves.clone());
-        registry.register("state_save_errors", "Shard state saves that failed", m.state_save_errors.clone());
+        registry.register(
+            "state_save_errors",
+            "Shard state saves that failed",
+            m.state_save_errors.clone(),
+        );
         Self { registry, ..m }
     }
 
     pub fn observe_published(&self, kind: ChangeKind, guild: u64, latency: Duration) {
-        self.published.get_or_create(&[("type", kind_name(kind).to_owned())]).inc();
+        self.published
+            .get_or_create(&[("type", kind_name(kind).to_owned())])
+            .inc();
         self.publish_latency.observe(latency.as_secs_f64());
-        let _ = self.latency_us.lock().record(latency.as_micros().max(1) as u64);
+        let _ = self
+            .latency_us
+            .lock()
+            .record(latency.as_micros().max(1) as u64);
         if kind == ChangeKind::Left {
             self.dropouts.inc();
             let label = {
@@ -90,12 +131,16 @@ impl Metrics {
                     "other".to_owned()
                 }
             };
-            self.dropouts_by_guild.get_or_create(&[("guild", label)]).inc();
+            self.dropouts_by_guild
+                .get_or_create(&[("guild", label)])
+                .inc();
         }
     }
 
     pub fn gateway_event(&self, name: &str) {
-        self.gateway_events.get_or_create(&[("type", name.to_owned())]).inc();
+        self.gateway_events
+            .get_or_create(&[("type", name.to_owned())])
+            .inc();
     }
 
     /// (p50, p99, max, count) of dispatch → ack latency.
@@ -133,7 +178,8 @@ pub struct LatencySummary {
 fn new_hdr() -> hdrhistogram::Histogram<u64> {
     // 1 µs .. 1 h, 3 significant digits; the bounds are constants.
     hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap_or_else(|_| {
-        hdrhistogram::Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant digits is valid"))
+        hdrhistogram::Histogram::new(3)
+            .unwrap_or_else(|_| unreachable!("3 significant digits is valid"))
     })
 }
 
@@ -144,4 +190,3 @@ pub fn kind_name(kind: ChangeKind) -> &'static str {
         ChangeKind::Moved => "voice.moved",
     }
 }
-

@@ -27,7 +27,13 @@ struct Inner {
 
 impl SpacedQueue {
     pub fn new(concurrency: u16, interval: Duration) -> Self {
-        Self { inner: Arc::new(Inner { concurrency: concurrency.max(1), interval, next: Mutex::new(HashMap::new()) }) }
+        Self {
+            inner: Arc::new(Inner {
+                concurrency: concurrency.max(1),
+                interval,
+                next: Mutex::new(HashMap::new()),
+            }),
+        }
     }
 }
 
@@ -64,6 +70,10 @@ mod tests {
         b.await.unwrap();
         assert_eq!(t0.elapsed(), Duration::ZERO, "two buckets identify at once");
         c.await.unwrap();
-        assert_eq!(t0.elapsed(), Duration::from_secs(5), "shard 2 shares bucket 0");
+        assert_eq!(
+            t0.elapsed(),
+            Duration::from_secs(5),
+            "shard 2 shares bucket 0"
+        );
     }
 }

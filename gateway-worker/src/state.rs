@@ -64,10 +64,15 @@ impl StateStore for FileStateStore {
             if !is_shard {
                 continue;
             }
-            match std::fs::read(&path).map_err(StateError::from).and_then(|b| Ok(serde_json::from_slice(&b)?)) {
+            match std::fs::read(&path)
+                .map_err(StateError::from)
+                .and_then(|b| Ok(serde_json::from_slice(&b)?))
+            {
                 Ok(s) => out.push(s),
                 // A corrupt file costs a snapshot diff against nothing, not the worker.
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable shard state"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable shard state")
+                }
             }
         }
         Ok(out)
@@ -95,7 +100,11 @@ mod tests {
         let st = ShardState {
             shard: 0,
             total: 1,
-            session: Some(SavedSession { id: "s".into(), sequence: 9, resume_url: Some("ws://x".into()) }),
+            session: Some(SavedSession {
+                id: "s".into(),
+                sequence: 9,
+                resume_url: Some("ws://x".into()),
+            }),
             tracker,
         };
         store.save(&st).unwrap();

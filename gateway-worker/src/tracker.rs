@@ -72,7 +72,9 @@ pub struct Tracker {
 pub fn event_id(guild: u64, user: u64, session: &str, n: u32) -> String {
     let ok = !session.is_empty()
         && session.len() <= 64
-        && session.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+        && session
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
     if ok {
         format!("e-{guild}-{user}-{session}-{n}")
     } else {
@@ -132,10 +134,25 @@ impl Tracker {
     ) -> Vec<Change> {
         let mut new: HashMap<u64, VoiceEntry> = voice_states
             .into_iter()
-            .map(|(u, c, s)| (u, VoiceEntry { channel: c, session: s.to_owned(), changes: 0 }))
+            .map(|(u, c, s)| {
+                (
+                    u,
+                    VoiceEntry {
+                        channel: c,
+                        session: s.to_owned(),
+                        changes: 0,
+                    },
+                )
+            })
             .collect();
         let Some(old) = self.guilds.get_mut(&guild) else {
-            self.guilds.insert(guild, GuildVoice { users: new, stale: false });
+            self.guilds.insert(
+                guild,
+                GuildVoice {
+                    users: new,
+                    stale: false,
+                },
+            );
             return Vec::new();
         };
         let mut out = Vec::new();
@@ -194,14 +211,24 @@ impl Tracker {
 
     /// A VOICE_STATE_UPDATE. Updates for a guild we have no snapshot of are
     /// ignored: its GUILD_CREATE will be the baseline.
-    pub fn voice_update(&mut self, guild: u64, user: u64, channel: Option<u64>, session: &str) -> Vec<Change> {
+    pub fn voice_update(
+        &mut self,
+        guild: u64,
+        user: u64,
+        channel: Option<u64>,
+        session: &str,
+    ) -> Vec<Change> {
         let Some(g) = self.guilds.get_mut(&guild) else {
             return Vec::new();
         };
         match (g.users.get_mut(&user), channel) {
             (None, None) => Vec::new(),
             (None, Some(c)) => {
-                let e = VoiceEntry { channel: c, session: session.to_owned(), changes: 1 };
+                let e = VoiceEntry {
+                    channel: c,
+                    session: session.to_owned(),
+                    changes: 1,
+                };
                 let ch = joined(guild, user, &e);
                 g.users.insert(user, e);
                 vec![ch]
@@ -232,7 +259,11 @@ impl Tracker {
                 // Another voice session: the old one ended without us seeing
                 // its leave.
                 let l = left(guild, user, before, &before.session.clone());
-                let e = VoiceEntry { channel: c, session: session.to_owned(), changes: 1 };
+                let e = VoiceEntry {
+                    channel: c,
+                    session: session.to_owned(),
+                    changes: 1,
+                };
                 let j = joined(guild, user, &e);
                 *before = e;
                 vec![l, j]
@@ -244,7 +275,11 @@ impl Tracker {
 fn left(guild: u64, user: u64, before: &VoiceEntry, session: &str) -> Change {
     // The leave ends the session we knew; if Discord names another session
     // we did not know its count, so it is that session's first change.
-    let n = if session == before.session { before.changes + 1 } else { 1 };
+    let n = if session == before.session {
+        before.changes + 1
+    } else {
+        1
+    };
     Change {
         kind: ChangeKind::Left,
         guild,
@@ -273,7 +308,9 @@ mod tests {
     const G: u64 = 2000;
 
     fn kinds(ch: &[Change]) -> Vec<(ChangeKind, u64, Option<u64>, Option<u64>)> {
-        ch.iter().map(|c| (c.kind, c.user, c.previous, c.channel)).collect()
+        ch.iter()
+            .map(|c| (c.kind, c.user, c.previous, c.channel))
+            .collect()
     }
 
     enum Step {
@@ -316,7 +353,10 @@ mod tests {
     fn table() {
         // (name, steps)
         let cases: Vec<(&str, Vec<(Step, Expect)>)> = vec![
-            ("baseline emits nothing", vec![(Create(&[(1, 40, "a"), (2, 41, "b")]), &[])]),
+            (
+                "baseline emits nothing",
+                vec![(Create(&[(1, 40, "a"), (2, 41, "b")]), &[])],
+            ),
             (
                 "join move leave",
                 vec![
@@ -344,17 +384,26 @@ mod tests {
                 "rejoin with a new session without a leave (missed leave)",
                 vec![
                     (Create(&[(1, 40, "a")]), &[]),
-                    (Update(1, Some(40), "b"), &[(Left, 1, Some(40), None), (Joined, 1, None, Some(40))]),
+                    (
+                        Update(1, Some(40), "b"),
+                        &[(Left, 1, Some(40), None), (Joined, 1, None, Some(40))],
+                    ),
                 ],
             ),
             (
                 "updates before the guild's snapshot are ignored",
-                vec![(Update(1, Some(40), "a"), &[]), (Create(&[(1, 40, "a")]), &[])],
+                vec![
+                    (Update(1, Some(40), "a"), &[]),
+                    (Create(&[(1, 40, "a")]), &[]),
+                ],
             ),
             (
                 "re-identify snapshot diff: gone, new, moved, rejoined, unchanged",
                 vec![
-                    (Create(&[(1, 40, "a"), (2, 40, "b"), (3, 40, "c"), (4, 40, "d")]), &[]),
+                    (
+                        Create(&[(1, 40, "a"), (2, 40, "b"), (3, 40, "c"), (4, 40, "d")]),
+                        &[],
+                    ),
                     (Ready(&[G]), &[]),
                     (
                         Create(&[(2, 40, "b"), (3, 41, "c"), (4, 40, "d2"), (5, 41, "e")]),
@@ -378,15 +427,27 @@ mod tests {
             ),
             (
                 "outage and back unchanged",
-                vec![(Create(&[(1, 40, "a")]), &[]), (Unavailable, &[]), (Create(&[(1, 40, "a")]), &[])],
+                vec![
+                    (Create(&[(1, 40, "a")]), &[]),
+                    (Unavailable, &[]),
+                    (Create(&[(1, 40, "a")]), &[]),
+                ],
             ),
             (
                 "removed guild is forgotten; coming back is a baseline",
-                vec![(Create(&[(1, 40, "a")]), &[]), (Removed, &[]), (Create(&[]), &[])],
+                vec![
+                    (Create(&[(1, 40, "a")]), &[]),
+                    (Removed, &[]),
+                    (Create(&[]), &[]),
+                ],
             ),
             (
                 "READY without the guild forgets it silently",
-                vec![(Create(&[(1, 40, "a")]), &[]), (Ready(&[]), &[]), (Create(&[]), &[])],
+                vec![
+                    (Create(&[(1, 40, "a")]), &[]),
+                    (Ready(&[]), &[]),
+                    (Create(&[]), &[]),
+                ],
             ),
             (
                 "update while stale is applied, then the snapshot agrees",
@@ -412,8 +473,21 @@ mod tests {
         let m2 = t.voice_update(G, 7, Some(40), "s1");
         let m3 = t.voice_update(G, 7, Some(41), "s1");
         let l = t.voice_update(G, 7, None, "s1");
-        let ids: Vec<String> = [j, m1, m2, m3, l].into_iter().flatten().map(|c| c.id).collect();
-        assert_eq!(ids, ["e-2000-7-s1-1", "e-2000-7-s1-2", "e-2000-7-s1-3", "e-2000-7-s1-4", "e-2000-7-s1-5"]);
+        let ids: Vec<String> = [j, m1, m2, m3, l]
+            .into_iter()
+            .flatten()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "e-2000-7-s1-1",
+                "e-2000-7-s1-2",
+                "e-2000-7-s1-3",
+                "e-2000-7-s1-4",
+                "e-2000-7-s1-5"
+            ]
+        );
     }
 
     #[test]
@@ -439,7 +513,11 @@ mod tests {
         for s in ["", "a b", "ä", long.as_str(), "../../etc"] {
             let id = event_id(u64::MAX, u64::MAX, s, u32::MAX);
             assert!(id.len() <= 128, "{id}");
-            assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_:".contains(&b)), "{id}");
+            assert!(
+                id.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-_:".contains(&b)),
+                "{id}"
+            );
             assert_eq!(id, event_id(u64::MAX, u64::MAX, s, u32::MAX));
         }
     }

@@ -10,7 +10,9 @@ use futures::future::BoxFuture;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use twilight_gateway::{CloseFrame, ConfigBuilder, Event, EventTypeFlags, Intents, Shard, ShardId, StreamExt as _};
+use twilight_gateway::{
+    CloseFrame, ConfigBuilder, Event, EventTypeFlags, Intents, Shard, ShardId, StreamExt as _,
+};
 use twilight_model::gateway::payload::incoming::GuildCreate;
 
 use crate::config::Args;
@@ -23,7 +25,11 @@ use crate::tracker::{Change, Tracker};
 /// anything a test wants. `publish` resolves when the event is accepted (by
 /// the bus or its outbox); an error is retried by the worker, never dropped.
 pub trait Sink: Send + Sync + 'static {
-    fn publish(&self, change: &Change, occurred_at: OffsetDateTime) -> BoxFuture<'static, Result<(), SinkError>>;
+    fn publish(
+        &self,
+        change: &Change,
+        occurred_at: OffsetDateTime,
+    ) -> BoxFuture<'static, Result<(), SinkError>>;
     /// For `/readyz`.
     fn connected(&self) -> bool;
     /// For the `outbox_depth` gauge.
@@ -83,7 +89,11 @@ pub fn install_crypto_provider() {
 
 impl Worker {
     /// Start every shard and the health/metrics server.
-    pub async fn start(args: &Args, sink: Arc<dyn Sink>, store: Arc<dyn StateStore>) -> Result<WorkerHandle, WorkerError> {
+    pub async fn start(
+        args: &Args,
+        sink: Arc<dyn Sink>,
+        store: Arc<dyn StateStore>,
+    ) -> Result<WorkerHandle, WorkerError> {
         install_crypto_provider();
         let (shards, concurrency) = shard_plan(args).await?;
         let metrics = Arc::new(Metrics::new());
@@ -115,7 +125,8 @@ impl Worker {
         }
         let intents = Intents::GUILDS | Intents::GUILD_VOICE_STATES;
         for (id, saved) in (0..shards).zip(saved) {
-            let mut builder = ConfigBuilder::new(args.discord_token.clone(), intents).queue(queue.clone());
+            let mut builder =
+                ConfigBuilder::new(args.discord_token.clone(), intents).queue(queue.clone());
             if let Some(url) = &args.discord_gateway_url {
                 builder = builder.proxy_url(url.trim_end_matches('/').to_owned());
             }
@@ -126,10 +137,26 @@ impl Worker {
                 }
             }
             let shard = Shard::with_config(ShardId::new(id, shards), builder.build());
-            tracing::info!(shard = id, shards, resuming = saved.session.is_some(), "starting shard");
-            tasks.spawn(run_shard(shard, saved.tracker, ctx.clone(), shutdown_rx.clone()));
+            tracing::info!(
+                shard = id,
+                shards,
+                resuming = saved.session.is_some(),
+                "starting shard"
+            );
+            tasks.spawn(run_shard(
+                shard,
+                saved.tracker,
+                ctx.clone(),
+                shutdown_rx.clone(),
+            ));
         }
-        Ok(WorkerHandle { addr, shutdown, tasks, ctx, shards })
+        Ok(WorkerHandle {
+            addr,
+            shutdown,
+            tasks,
+            ctx,
+            shards,
+        })
     }
 }
 
@@ -174,7 +201,10 @@ impl WorkerHandle {
 }
 
 fn ready(ctx: &Ctx) -> bool {
-    ctx.shard_states.iter().all(|s| s.load(Ordering::Relaxed) == ACTIVE) && ctx.sink.connected()
+    ctx.shard_states
+        .iter()
+        .all(|s| s.load(Ordering::Relaxed) == ACTIVE)
+        && ctx.sink.connected()
 }
 
 /// Shard count and identify concurrency: configured, or Discord's answer.
@@ -186,17 +216,27 @@ async fn shard_plan(args: &Args) -> Result<(u32, u16), WorkerError> {
         Ok(info) => info,
         Err(e) if args.shards.is_some() => {
             tracing::warn!(error = %e, "could not ask Discord for identify concurrency; using 1");
-            return Ok((args.shards.unwrap_or(1).max(1), args.identify_concurrency.unwrap_or(1).max(1)));
+            return Ok((
+                args.shards.unwrap_or(1).max(1),
+                args.identify_concurrency.unwrap_or(1).max(1),
+            ));
         }
         Err(e) => return Err(e),
     };
     let shards = args.shards.unwrap_or(info.shards).max(1);
-    let conc = args.identify_concurrency.unwrap_or(info.session_start_limit.max_concurrency).max(1);
+    let conc = args
+        .identify_concurrency
+        .unwrap_or(info.session_start_limit.max_concurrency)
+        .max(1);
     Ok((shards, conc))
 }
 
-async fn gateway_bot(args: &Args) -> Result<twilight_model::gateway::connection_info::BotConnectionInfo, WorkerError> {
-    let mut builder = twilight_http::Client::builder().token(args.discord_token.clone()).timeout(Duration::from_secs(10));
+async fn gateway_bot(
+    args: &Args,
+) -> Result<twilight_model::gateway::connection_info::BotConnectionInfo, WorkerError> {
+    let mut builder = twilight_http::Client::builder()
+        .token(args.discord_token.clone())
+        .timeout(Duration::from_secs(10));
     if let Some(base) = &args.discord_api_url {
         // twilight builds `{scheme}://{host}/api/v10/...` itself: pass the
         // host without scheme (and without a trailing /api/v10).
@@ -204,13 +244,22 @@ async fn gateway_bot(args: &Args) -> Result<twilight_model::gateway::connection_
             Some(h) => (h, true),
             None => (base.strip_prefix("https://").unwrap_or(base), false),
         };
-        let host = host.trim_end_matches('/').trim_end_matches("/api/v10").trim_end_matches('/');
+        let host = host
+            .trim_end_matches('/')
+            .trim_end_matches("/api/v10")
+            .trim_end_matches('/');
         builder = builder.proxy(host.to_owned(), http);
     }
     let client = builder.build();
     let fut = async {
-        let resp = client.gateway().authed().await.map_err(|e| WorkerError::GatewayInfo(e.to_string()))?;
-        resp.model().await.map_err(|e| WorkerError::GatewayInfo(e.to_string()))
+        let resp = client
+            .gateway()
+            .authed()
+            .await
+            .map_err(|e| WorkerError::GatewayInfo(e.to_string()))?;
+        resp.model()
+            .await
+            .map_err(|e| WorkerError::GatewayInfo(e.to_string()))
     };
     // twilight retries 429 forever; bound the whole call.
     tokio::time::timeout(Duration::from_secs(30), fut)
@@ -222,8 +271,14 @@ async fn gateway_bot(args: &Args) -> Result<twilight_model::gateway::connection_
 /// Voice maps saved under another shard count are redistributed by guild, so
 /// changing `VOICEWATCH_SHARDS` keeps them (the sessions cannot be kept).
 fn restore_states(saved: Vec<ShardState>, shards: u32) -> Vec<ShardState> {
-    let mut out: Vec<ShardState> =
-        (0..shards).map(|id| ShardState { shard: id, total: shards, session: None, tracker: Tracker::new() }).collect();
+    let mut out: Vec<ShardState> = (0..shards)
+        .map(|id| ShardState {
+            shard: id,
+            total: shards,
+            session: None,
+            tracker: Tracker::new(),
+        })
+        .collect();
     let (same, other): (Vec<_>, Vec<_>) = saved.into_iter().partition(|s| s.total == shards);
     for s in same {
         if let Some(slot) = out.get_mut(s.shard as usize) {
@@ -319,7 +374,10 @@ fn set_state(ctx: &Ctx, id: u32, state: u8, label: &[(&'static str, String); 1])
     if let Some(s) = ctx.shard_states.get(id as usize) {
         s.store(state, Ordering::Relaxed);
     }
-    ctx.metrics.shard_state.get_or_create(label).set(i64::from(state));
+    ctx.metrics
+        .shard_state
+        .get_or_create(label)
+        .set(i64::from(state));
 }
 
 fn handle_event(
@@ -334,7 +392,11 @@ fn handle_event(
     let out = match event {
         Event::Ready(r) => {
             m.gateway_event("READY");
-            tracing::info!(shard = id, guilds = r.guilds.len(), "identified (fresh session)");
+            tracing::info!(
+                shard = id,
+                guilds = r.guilds.len(),
+                "identified (fresh session)"
+            );
             tracker.ready(r.guilds.iter().map(|g| g.id.get()));
             set_state(ctx, id, ACTIVE, label);
             Vec::new()
@@ -350,9 +412,10 @@ fn handle_event(
             match *gc {
                 GuildCreate::Available(g) => tracker.guild_create(
                     g.id.get(),
-                    g.voice_states
-                        .iter()
-                        .filter_map(|v| v.channel_id.map(|c| (v.user_id.get(), c.get(), v.session_id.as_str()))),
+                    g.voice_states.iter().filter_map(|v| {
+                        v.channel_id
+                            .map(|c| (v.user_id.get(), c.get(), v.session_id.as_str()))
+                    }),
                 ),
                 GuildCreate::Unavailable(u) => {
                     tracker.guild_unavailable(u.id.get());
@@ -373,19 +436,42 @@ fn handle_event(
         Event::VoiceStateUpdate(v) => {
             m.gateway_event("VOICE_STATE_UPDATE");
             match v.0.guild_id {
-                Some(g) => tracker.voice_update(g.get(), v.0.user_id.get(), v.0.channel_id.map(|c| c.get()), &v.0.session_id),
+                Some(g) => tracker.voice_update(
+                    g.get(),
+                    v.0.user_id.get(),
+                    v.0.channel_id.map(|c| c.get()),
+                    &v.0.session_id,
+                ),
                 None => Vec::new(),
             }
         }
         Event::GatewayClose(frame) => {
             m.gateway_event("GATEWAY_CLOSE");
-            tracing::info!(shard = id, code = frame.as_ref().map(|f| f.code), "gateway closed");
-            set_state(ctx, id, if shard.session().is_some() { RESUMING } else { IDENTIFYING }, label);
+            tracing::info!(
+                shard = id,
+                code = frame.as_ref().map(|f| f.code),
+                "gateway closed"
+            );
+            set_state(
+                ctx,
+                id,
+                if shard.session().is_some() {
+                    RESUMING
+                } else {
+                    IDENTIFYING
+                },
+                label,
+            );
             Vec::new()
         }
         Event::GatewayInvalidateSession(resumable) => {
             m.gateway_event("INVALID_SESSION");
-            set_state(ctx, id, if resumable { RESUMING } else { IDENTIFYING }, label);
+            set_state(
+                ctx,
+                id,
+                if resumable { RESUMING } else { IDENTIFYING },
+                label,
+            );
             Vec::new()
         }
         Event::GatewayReconnect => {
@@ -395,7 +481,9 @@ fn handle_event(
         }
         _ => Vec::new(),
     };
-    m.users_in_voice.get_or_create(label).set(tracker.users_in_voice() as i64);
+    m.users_in_voice
+        .get_or_create(label)
+        .set(tracker.users_in_voice() as i64);
     out
 }
 
@@ -407,7 +495,8 @@ async fn publish(ctx: &Ctx, change: &Change, occurred_at: OffsetDateTime, receiv
     loop {
         match ctx.sink.publish(change, occurred_at).await {
             Ok(()) => {
-                ctx.metrics.observe_published(change.kind, change.guild, received.elapsed());
+                ctx.metrics
+                    .observe_published(change.kind, change.guild, received.elapsed());
                 return;
             }
             Err(e) => {
@@ -481,8 +570,12 @@ fn http_router(ctx: Arc<Ctx>) -> axum::Router {
                 move || {
                     let ctx = ctx.clone();
                     async move {
-                        let states: HashMap<usize, u8> =
-                            ctx.shard_states.iter().map(|s| s.load(Ordering::Relaxed)).enumerate().collect();
+                        let states: HashMap<usize, u8> = ctx
+                            .shard_states
+                            .iter()
+                            .map(|s| s.load(Ordering::Relaxed))
+                            .enumerate()
+                            .collect();
                         let body = format!(
                             "shards_active={}/{} bus_connected={}\n",
                             states.values().filter(|s| **s == ACTIVE).count(),
@@ -506,13 +599,40 @@ fn http_router(ctx: Arc<Ctx>) -> axum::Router {
                 async move {
                     ctx.metrics.outbox_depth.set(ctx.sink.outbox_depth() as i64);
                     (
-                        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
                         ctx.metrics.encode(),
                     )
                         .into_response()
                 }
             }),
         )
+}
+
+/// `voicewatch worker`: start on `bus`, run until `shutdown` resolves (then
+/// stop gracefully, keeping sessions resumable) or every shard is fatally
+/// closed.
+pub async fn run(
+    args: &Args,
+    bus: Arc<dyn voicewatch_bus::Bus>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), WorkerError> {
+    let keyring = voicewatch_protocol::Keyring::parse(&args.hmac_keys)
+        .map_err(|e| WorkerError::Config(format!("VOICEWATCH_HMAC_KEYS: {e}")))?;
+    let sink = Arc::new(crate::sink::BusSink::new(bus, keyring));
+    let store = Arc::new(crate::state::FileStateStore::new(&args.state_dir)?);
+    let mut handle = Worker::start(args, sink, store).await?;
+    tracing::info!(listen = %handle.addr(), shards = handle.shard_count(), "worker running");
+    tokio::select! {
+        () = shutdown => {
+            tracing::info!("shutting down: closing shards resumably and saving state");
+            handle.shutdown().await;
+            Ok(())
+        }
+        () = handle.wait() => Err(WorkerError::Config("every shard closed fatally (bad token or intents?)".into())),
+    }
 }
 
 #[cfg(test)]
@@ -527,11 +647,18 @@ mod tests {
         let old = ShardState {
             shard: 0,
             total: 1,
-            session: Some(SavedSession { id: "s".into(), sequence: 3, resume_url: None }),
+            session: Some(SavedSession {
+                id: "s".into(),
+                sequence: 3,
+                resume_url: None,
+            }),
             tracker: t,
         };
         let out = restore_states(vec![old], 2);
-        assert!(out.iter().all(|s| s.session.is_none()), "sessions of another shard count are dropped");
+        assert!(
+            out.iter().all(|s| s.session.is_none()),
+            "sessions of another shard count are dropped"
+        );
         assert!(out[1].tracker.is_tracked(1 << 22));
         assert!(out[0].tracker.is_tracked(2 << 22));
     }

@@ -44,7 +44,10 @@ pub struct SimulateArgs {
     pub load_after_active: u64,
 }
 
-pub async fn run(args: SimulateArgs, shutdown: impl std::future::Future<Output = ()>) -> Result<(), SimError> {
+pub async fn run(
+    args: SimulateArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), SimError> {
     let sim = Simulator::bind(
         args.listen,
         SimConfig {
@@ -73,7 +76,11 @@ pub async fn run(args: SimulateArgs, shutdown: impl std::future::Future<Output =
     if args.load_guilds > 0 && args.load_after_active > 0 {
         let sim2 = sim.clone();
         tokio::spawn(async move {
-            if sim2.wait_active(args.load_after_active, Duration::from_secs(3600)).await.is_ok() {
+            if sim2
+                .wait_active(args.load_after_active, Duration::from_secs(3600))
+                .await
+                .is_ok()
+            {
                 let report = load::run(&sim2, &cfg).await;
                 tracing::info!(?report, "load run finished");
                 println!("{}", serde_json::to_string(&report).unwrap_or_default());

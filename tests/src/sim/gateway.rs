@@ -37,27 +37,43 @@ pub(crate) async fn serve(inner: Arc<Inner>, mut ws: WebSocket) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (conn_id, interval) = inner.with(|st| {
         let id = st.next_id();
-        st.conns.insert(id, Conn { tx, session: None, zombie: false });
+        st.conns.insert(
+            id,
+            Conn {
+                tx,
+                session: None,
+                zombie: false,
+            },
+        );
         st.stats.connections += 1;
         (id, st.cfg.heartbeat_interval)
     });
-    let hello = frame(None, None, 10, &json!({"heartbeat_interval": interval.as_millis() as u64}));
+    let hello = frame(
+        None,
+        None,
+        10,
+        &json!({"heartbeat_interval": interval.as_millis() as u64}),
+    );
     if ws.send(Message::Text(hello.into())).await.is_ok() {
         run(&inner, conn_id, &mut ws, &mut rx).await;
     }
     inner.with(|st| {
-        if let Some(conn) = st.conns.remove(&conn_id) {
-            if let Some(s) = conn.session.and_then(|sid| st.sessions.get_mut(&sid)) {
-                if s.conn == Some(conn_id) {
-                    s.conn = None;
-                }
-            }
+        if let Some(conn) = st.conns.remove(&conn_id)
+            && let Some(s) = conn.session.and_then(|sid| st.sessions.get_mut(&sid))
+            && s.conn == Some(conn_id)
+        {
+            s.conn = None;
         }
         st.recount_active();
     });
 }
 
-async fn run(inner: &Inner, conn_id: u64, ws: &mut WebSocket, rx: &mut mpsc::UnboundedReceiver<Ctl>) {
+async fn run(
+    inner: &Inner,
+    conn_id: u64,
+    ws: &mut WebSocket,
+    rx: &mut mpsc::UnboundedReceiver<Ctl>,
+) {
     loop {
         tokio::select! {
             msg = ws.recv() => {
@@ -97,7 +113,10 @@ async fn run(inner: &Inner, conn_id: u64, ws: &mut WebSocket, rx: &mut mpsc::Unb
 }
 
 fn close(code: u16, reason: &'static str) -> Message {
-    Message::Close(Some(CloseFrame { code, reason: reason.into() }))
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
 }
 
 enum Action {
@@ -117,11 +136,10 @@ fn handle(inner: &Inner, conn_id: u64, text: &str) -> Action {
         match msg.op {
             1 => {
                 st.stats.heartbeats += 1;
-                if let Some(c) = st.conns.get(&conn_id) {
-                    if !c.zombie {
+                if let Some(c) = st.conns.get(&conn_id)
+                    && !c.zombie {
                         let _ = c.tx.send(Ctl::Frame(frame(None, None, 11, &Value::Null).into()));
                     }
-                }
                 Action::None
             }
             2 => {
@@ -161,12 +179,11 @@ fn handle(inner: &Inner, conn_id: u64, text: &str) -> Action {
                 });
                 st.dispatch_raw(&sid, "READY", &ready.to_string());
                 for g in mine {
-                    if let Some(guild) = st.guilds.get(&g) {
-                        if !guild.unavailable {
+                    if let Some(guild) = st.guilds.get(&g)
+                        && !guild.unavailable {
                             let d = guild.to_guild_create().to_string();
                             st.dispatch_raw(&sid, "GUILD_CREATE", &d);
                         }
-                    }
                 }
                 st.recount_active();
                 Action::None
@@ -193,12 +210,11 @@ fn handle(inner: &Inner, conn_id: u64, text: &str) -> Action {
                 }
                 // Take the session over from any older connection.
                 let old = st.sessions.get(&r.session_id).and_then(|s| s.conn);
-                if let Some(old) = old.filter(|o| *o != conn_id) {
-                    if let Some(c) = st.conns.get_mut(&old) {
+                if let Some(old) = old.filter(|o| *o != conn_id)
+                    && let Some(c) = st.conns.get_mut(&old) {
                         c.session = None;
                         let _ = c.tx.send(Ctl::Drop);
                     }
-                }
                 if let Some(c) = st.conns.get_mut(&conn_id) {
                     c.session = Some(r.session_id.clone());
                 }
@@ -221,4 +237,3 @@ fn handle(inner: &Inner, conn_id: u64, text: &str) -> Action {
         }
     })
 }
-

@@ -55,7 +55,10 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
 }
 
 fn sim(inner: Arc<Inner>) -> Simulator {
-    Simulator { inner, server: Default::default() }
+    Simulator {
+        inner,
+        server: Default::default(),
+    }
 }
 
 async fn ws(State(inner): State<Arc<Inner>>, upgrade: WebSocketUpgrade) -> Response {
@@ -72,7 +75,11 @@ fn authorized(inner: &Inner, headers: &HeaderMap) -> bool {
 
 async fn gateway_bot(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
     if !authorized(&inner, &headers) {
-        return (StatusCode::UNAUTHORIZED, Json(json!({"message": "401: Unauthorized", "code": 0}))).into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"message": "401: Unauthorized", "code": 0})),
+        )
+            .into_response();
     }
     let (shards, conc) = {
         let st = inner.state.lock();
@@ -90,11 +97,13 @@ async fn gateway_plain(State(inner): State<Arc<Inner>>) -> Response {
     Json(json!({"url": format!("ws://{}", inner.addr)})).into_response()
 }
 
-fn snowflake(s: &str) -> Result<u64, Response> {
+type Reject = (StatusCode, String);
+
+fn snowflake(s: &str) -> Result<u64, Reject> {
     s.parse::<u64>()
         .ok()
         .filter(|v| *v != 0)
-        .ok_or_else(|| (StatusCode::BAD_REQUEST, format!("bad snowflake {s:?}")).into_response())
+        .ok_or_else(|| (StatusCode::BAD_REQUEST, format!("bad snowflake {s:?}")))
 }
 
 #[derive(Deserialize)]
@@ -112,11 +121,11 @@ async fn voice(State(inner): State<Arc<Inner>>, Json(b): Json<VoiceBody>) -> Res
         let c = b.channel_id.as_deref().map(snowflake).transpose()?;
         sim(inner)
             .voice_update(g, u, c)
-            .map_err(|e| (StatusCode::NOT_FOUND, e.to_string()).into_response())
+            .map_err(|e| (StatusCode::NOT_FOUND, e.to_string()))
     })();
     match r {
         Ok(session) => Json(json!({"sessionId": session})).into_response(),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -139,18 +148,21 @@ async fn add_guild(State(inner): State<Arc<Inner>>, Json(b): Json<GuildBody>) ->
             sim(inner).add_simple_guild(g, c, b.voice_channels);
             StatusCode::NO_CONTENT.into_response()
         }
-        (Err(r), _) | (_, Err(r)) => r,
+        (Err(r), _) | (_, Err(r)) => r.into_response(),
     }
 }
 
 async fn voice_map(State(inner): State<Arc<Inner>>, Path(guild): Path<String>) -> Response {
     match snowflake(&guild) {
         Ok(g) => {
-            let m: BTreeMap<String, String> =
-                sim(inner).voice_state(g).into_iter().map(|(u, c)| (u.to_string(), c.to_string())).collect();
+            let m: BTreeMap<String, String> = sim(inner)
+                .voice_state(g)
+                .into_iter()
+                .map(|(u, c)| (u.to_string(), c.to_string()))
+                .collect();
             Json(m).into_response()
         }
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -192,19 +204,23 @@ async fn zombie(State(inner): State<Arc<Inner>>) -> StatusCode {
 
 async fn outage(State(inner): State<Arc<Inner>>, Path(guild): Path<String>) -> Response {
     match snowflake(&guild).and_then(|g| {
-        sim(inner).outage(g).map_err(|e| (StatusCode::NOT_FOUND, e.to_string()).into_response())
+        sim(inner)
+            .outage(g)
+            .map_err(|e| (StatusCode::NOT_FOUND, e.to_string()))
     }) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
 async fn restore(State(inner): State<Arc<Inner>>, Path(guild): Path<String>) -> Response {
     match snowflake(&guild).and_then(|g| {
-        sim(inner).restore(g).map_err(|e| (StatusCode::NOT_FOUND, e.to_string()).into_response())
+        sim(inner)
+            .restore(g)
+            .map_err(|e| (StatusCode::NOT_FOUND, e.to_string()))
     }) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 

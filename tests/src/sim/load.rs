@@ -28,7 +28,15 @@ pub struct LoadConfig {
 
 impl Default for LoadConfig {
     fn default() -> Self {
-        Self { guilds: 1_000, users: 50_000, voice_channels: 5, initial_in_voice: 0.3, rate: 2_000, duration_secs: 60.0, seed: 7 }
+        Self {
+            guilds: 1_000,
+            users: 50_000,
+            voice_channels: 5,
+            initial_in_voice: 0.3,
+            rate: 2_000,
+            duration_secs: 60.0,
+            seed: 7,
+        }
     }
 }
 
@@ -56,16 +64,32 @@ pub fn populate(sim: &Simulator, cfg: &LoadConfig) {
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let guilds = cfg.guilds.max(1);
     let mut all: Vec<Guild> = (0..guilds)
-        .map(|i| Guild::new(guild_id(i), user_id(0), 1_000_000_000 + u64::from(i) * 100, cfg.voice_channels.max(2)))
+        .map(|i| {
+            Guild::new(
+                guild_id(i),
+                user_id(0),
+                1_000_000_000 + u64::from(i) * 100,
+                cfg.voice_channels.max(2),
+            )
+        })
         .collect();
     for j in 0..cfg.users {
         let g = &mut all[(j % guilds) as usize];
         let u = user_id(j);
-        g.members.entry(u).or_insert_with(|| super::Member { user_id: u, roles: Vec::new() });
+        g.members.entry(u).or_insert_with(|| super::Member {
+            user_id: u,
+            roles: Vec::new(),
+        });
         if rng.random_bool(cfg.initial_in_voice.clamp(0.0, 1.0)) {
             let chans = g.voice_channel_ids();
             let c = chans[rng.random_range(0..chans.len())];
-            g.voice.insert(u, VoiceState { channel_id: c, session_id: format!("init-{j}") });
+            g.voice.insert(
+                u,
+                VoiceState {
+                    channel_id: c,
+                    session_id: format!("init-{j}"),
+                },
+            );
         }
     }
     for g in all {
@@ -81,7 +105,12 @@ pub async fn run(sim: &Simulator, cfg: &LoadConfig) -> LoadReport {
     let per_guild: Vec<(u64, Vec<u64>, Vec<u64>)> = (0..guilds)
         .filter_map(|i| {
             let g = sim.guild(guild_id(i))?;
-            let users: Vec<u64> = g.members.keys().copied().filter(|u| *u != g.owner_id).collect();
+            let users: Vec<u64> = g
+                .members
+                .keys()
+                .copied()
+                .filter(|u| *u != g.owner_id)
+                .collect();
             (!users.is_empty()).then(|| (g.id, users, g.voice_channel_ids()))
         })
         .collect();
@@ -103,7 +132,11 @@ pub async fn run(sim: &Simulator, cfg: &LoadConfig) -> LoadReport {
             while report.changes < due {
                 let (g, users, chans) = &per_guild[rng.random_range(0..per_guild.len())];
                 let u = users[rng.random_range(0..users.len())];
-                let current = st.guilds.get(g).and_then(|g| g.voice.get(&u)).map(|v| v.channel_id);
+                let current = st
+                    .guilds
+                    .get(g)
+                    .and_then(|g| g.voice.get(&u))
+                    .map(|v| v.channel_id);
                 let next = match current {
                     None => {
                         report.joins += 1;

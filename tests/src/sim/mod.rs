@@ -131,7 +131,13 @@ pub enum SimError {
 impl Simulator {
     /// Start on `127.0.0.1` on a free port.
     pub async fn start(cfg: SimConfig) -> Result<Self, SimError> {
-        Self::bind("127.0.0.1:0".parse().map_err(|_| std::io::Error::other("addr"))?, cfg).await
+        Self::bind(
+            "127.0.0.1:0"
+                .parse()
+                .map_err(|_| std::io::Error::other("addr"))?,
+            cfg,
+        )
+        .await
     }
 
     pub async fn bind(addr: SocketAddr, cfg: SimConfig) -> Result<Self, SimError> {
@@ -157,7 +163,10 @@ impl Simulator {
                 tracing::warn!(error = %e, "simulator server ended");
             }
         });
-        Ok(Self { inner, server: Arc::new(Mutex::new(Some(server))) })
+        Ok(Self {
+            inner,
+            server: Arc::new(Mutex::new(Some(server))),
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -208,7 +217,12 @@ impl Simulator {
     /// keeps the channel when `channel` equals the current one). Dispatched
     /// to every session of the guild's shard, unless the guild is in an
     /// outage. Returns the user's voice session id.
-    pub fn voice_update(&self, guild: u64, user: u64, channel: Option<u64>) -> Result<String, SimError> {
+    pub fn voice_update(
+        &self,
+        guild: u64,
+        user: u64,
+        channel: Option<u64>,
+    ) -> Result<String, SimError> {
         self.inner.with(|st| st.voice_update(guild, user, channel))
     }
 
@@ -234,7 +248,10 @@ impl Simulator {
     /// guild is sent until [`Simulator::restore`].
     pub fn outage(&self, guild: u64) -> Result<(), SimError> {
         self.inner.with(|st| {
-            let g = st.guilds.get_mut(&guild).ok_or(SimError::NoSuchGuild(guild))?;
+            let g = st
+                .guilds
+                .get_mut(&guild)
+                .ok_or(SimError::NoSuchGuild(guild))?;
             g.unavailable = true;
             let d = json!({"id": guild.to_string(), "unavailable": true});
             st.dispatch_guild_force(guild, "GUILD_DELETE", &d);
@@ -245,7 +262,10 @@ impl Simulator {
     /// End an outage: a full GUILD_CREATE with the guild's current state.
     pub fn restore(&self, guild: u64) -> Result<(), SimError> {
         self.inner.with(|st| {
-            let g = st.guilds.get_mut(&guild).ok_or(SimError::NoSuchGuild(guild))?;
+            let g = st
+                .guilds
+                .get_mut(&guild)
+                .ok_or(SimError::NoSuchGuild(guild))?;
             g.unavailable = false;
             let d = g.to_guild_create();
             st.dispatch_guild(guild, "GUILD_CREATE", &d);
@@ -287,10 +307,8 @@ impl Simulator {
         self.inner.with(|st| {
             for conn in st.conns.values() {
                 if let Some(sid) = &conn.session {
-                    if !resumable {
-                        if let Some(s) = st.sessions.get_mut(sid) {
-                            s.resumable = false;
-                        }
+                    if !resumable && let Some(s) = st.sessions.get_mut(sid) {
+                        s.resumable = false;
                     }
                     let _ = conn.tx.send(Ctl::Frame(f.clone()));
                 }
@@ -307,10 +325,13 @@ impl Simulator {
         self.inner.with(|st| {
             let invalidate = matches!(code, 4007 | 4009);
             for conn in st.conns.values() {
-                if invalidate {
-                    if let Some(s) = conn.session.as_ref().and_then(|sid| st.sessions.get_mut(sid)) {
-                        s.resumable = false;
-                    }
+                if invalidate
+                    && let Some(s) = conn
+                        .session
+                        .as_ref()
+                        .and_then(|sid| st.sessions.get_mut(sid))
+                {
+                    s.resumable = false;
                 }
                 let _ = conn.tx.send(Ctl::Close(code, "simulated close"));
             }
@@ -366,12 +387,17 @@ impl Simulator {
                 }
             }
         };
-        tokio::time::timeout(timeout, fut).await.map_err(|_| SimError::Timeout(what.to_string()))
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| SimError::Timeout(what.to_string()))
     }
 
     /// Wait until `n` connections are attached to an active session.
     pub async fn wait_active(&self, n: u64, timeout: Duration) -> Result<SimStats, SimError> {
-        self.wait_for(&format!("{n} active connections"), timeout, |s| s.active >= n).await
+        self.wait_for(&format!("{n} active connections"), timeout, |s| {
+            s.active >= n
+        })
+        .await
     }
 
     pub(crate) fn inner(&self) -> &Arc<Inner> {
@@ -404,10 +430,21 @@ impl State {
         id
     }
 
-    pub(crate) fn voice_update(&mut self, guild: u64, user: u64, channel: Option<u64>) -> Result<String, SimError> {
+    pub(crate) fn voice_update(
+        &mut self,
+        guild: u64,
+        user: u64,
+        channel: Option<u64>,
+    ) -> Result<String, SimError> {
         let vs_id = self.next_id();
-        let g = self.guilds.get_mut(&guild).ok_or(SimError::NoSuchGuild(guild))?;
-        g.members.entry(user).or_insert_with(|| Member { user_id: user, roles: Vec::new() });
+        let g = self
+            .guilds
+            .get_mut(&guild)
+            .ok_or(SimError::NoSuchGuild(guild))?;
+        g.members.entry(user).or_insert_with(|| Member {
+            user_id: user,
+            roles: Vec::new(),
+        });
         let session_id = match (channel, g.voice.get_mut(&user)) {
             (Some(c), Some(vs)) => {
                 vs.channel_id = c;
@@ -415,10 +452,20 @@ impl State {
             }
             (Some(c), None) => {
                 let session_id = format!("vs{vs_id:08x}");
-                g.voice.insert(user, VoiceState { channel_id: c, session_id: session_id.clone() });
+                g.voice.insert(
+                    user,
+                    VoiceState {
+                        channel_id: c,
+                        session_id: session_id.clone(),
+                    },
+                );
                 session_id
             }
-            (None, Some(_)) => g.voice.remove(&user).map(|v| v.session_id).unwrap_or_default(),
+            (None, Some(_)) => g
+                .voice
+                .remove(&user)
+                .map(|v| v.session_id)
+                .unwrap_or_default(),
             (None, None) => format!("vs{vs_id:08x}"),
         };
         if !g.unavailable {
@@ -454,7 +501,9 @@ impl State {
     /// send it to the attached connection (unless that one is a zombie).
     fn dispatch_raw(&mut self, sid: &str, t: &str, d: &str) {
         let cap = self.cfg.replay_capacity;
-        let Some(s) = self.sessions.get_mut(sid) else { return };
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
         s.seq += 1;
         let f: Arc<str> = format!("{{\"t\":\"{t}\",\"s\":{},\"op\":0,\"d\":{d}}}", s.seq).into();
         s.buffer.push_back((s.seq, f.clone()));
@@ -464,10 +513,10 @@ impl State {
             s.buffer.pop_front();
         }
         self.stats.dispatches += 1;
-        if let Some(conn) = s.conn.and_then(|c| self.conns.get(&c)) {
-            if !conn.zombie {
-                let _ = conn.tx.send(Ctl::Frame(f));
-            }
+        if let Some(conn) = s.conn.and_then(|c| self.conns.get(&c))
+            && !conn.zombie
+        {
+            let _ = conn.tx.send(Ctl::Frame(f));
         }
     }
 

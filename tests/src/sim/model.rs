@@ -98,7 +98,13 @@ impl Guild {
             });
         }
         let mut members = BTreeMap::new();
-        members.insert(owner_id, Member { user_id: owner_id, roles: Vec::new() });
+        members.insert(
+            owner_id,
+            Member {
+                user_id: owner_id,
+                roles: Vec::new(),
+            },
+        );
         Self {
             id,
             name: format!("guild-{id}"),
@@ -119,7 +125,9 @@ impl Guild {
     pub fn voice_channel_ids(&self) -> Vec<u64> {
         self.channels
             .iter()
-            .filter(|c| c.kind == channel_type::GUILD_VOICE || c.kind == channel_type::GUILD_STAGE_VOICE)
+            .filter(|c| {
+                c.kind == channel_type::GUILD_VOICE || c.kind == channel_type::GUILD_STAGE_VOICE
+            })
             .map(|c| c.id)
             .collect()
     }
@@ -208,7 +216,12 @@ pub fn member_json(m: &Member) -> Value {
 
 /// A voice state; `guild_id` is `None` inside GUILD_CREATE (twilight fills it
 /// in) and always set for VOICE_STATE_UPDATE (twilight does not).
-pub fn voice_state_json(guild_id: Option<u64>, user: u64, channel: Option<u64>, session_id: &str) -> Value {
+pub fn voice_state_json(
+    guild_id: Option<u64>,
+    user: u64,
+    channel: Option<u64>,
+    session_id: &str,
+) -> Value {
     let mut v = json!({
         "channel_id": channel.map(|c| c.to_string()),
         "user_id": user.to_string(),
@@ -255,11 +268,19 @@ mod tests {
 
     #[test]
     fn frame_key_order_and_compactness() {
-        let f = frame(Some("VOICE_STATE_UPDATE"), Some(3), 0, &json!({"op": 1, "a": null}));
+        let f = frame(
+            Some("VOICE_STATE_UPDATE"),
+            Some(3),
+            0,
+            &json!({"op": 1, "a": null}),
+        );
         assert!(f.starts_with("{\"t\":\"VOICE_STATE_UPDATE\",\"s\":3,\"op\":0,\"d\":{"));
         assert!(!f.contains(' '));
         let h = frame(None, None, 10, &json!({"heartbeat_interval": 41250}));
-        assert_eq!(h, "{\"t\":null,\"s\":null,\"op\":10,\"d\":{\"heartbeat_interval\":41250}}");
+        assert_eq!(
+            h,
+            "{\"t\":null,\"s\":null,\"op\":10,\"d\":{\"heartbeat_interval\":41250}}"
+        );
     }
 
     #[test]
