@@ -37,7 +37,7 @@ async function dropOut(page: Page): Promise<void> {
   await page.locator(MODAL).waitFor({ state: 'visible', timeout: 10_000 });
 }
 
-describe('voice dropout modal', { timeout: 120_000 }, () => {
+describe('voice dropout modal', () => {
   it('shows the modal when the user leaves voice, focused on Rejoin', async () => {
     const page = await roomInVoice();
     await dropOut(page);
@@ -96,6 +96,28 @@ describe('voice dropout modal', { timeout: 120_000 }, () => {
     await page.close();
   });
 
+  it('the simulator panel beside the room drives the leave', async () => {
+    const page = await roomInVoice();
+    const leave = page.locator(`[data-testid="sim-leave-${USER}"]`);
+    await page.waitForFunction((sel) => {
+      const b = document.querySelector(sel);
+      return b instanceof HTMLButtonElement && !b.disabled;
+    }, `[data-testid="sim-leave-${USER}"]`, { timeout: 10_000 });
+    await leave.click();
+    await page.locator(MODAL).waitFor({ state: 'visible', timeout: 10_000 });
+    await page.close();
+  });
+
+  it('the landing and simulator pages load from the demo server', async () => {
+    const page = await browser.context.newPage();
+    await page.goto(`${target.baseUrl}/`);
+    await page.locator('[data-testid="landing"]').waitFor();
+    await page.getByText(/Guild 2000/).waitFor({ timeout: 10_000 });
+    await page.goto(`${target.baseUrl}/simulator.html`);
+    for (const id of ['3001', '3002', '3003']) await page.locator(`[data-testid="sim-user-${id}"]`).waitFor({ timeout: 10_000 });
+    await page.close();
+  });
+
   it('Leave Game goes to the landing page', async () => {
     const page = await roomInVoice();
     await dropOut(page);
@@ -109,7 +131,7 @@ describe('voice dropout modal', { timeout: 120_000 }, () => {
     const page = await roomInVoice();
     const status = page.locator('[data-testid="connection-status"]');
     assert.equal(await api.post('/api/demo/edge/stop'), 202);
-    await page.locator('[data-testid="connection-status"]:not([data-status="open"])').waitFor({ timeout: 70_000 });
+    await page.locator('[data-testid="connection-status"]:not([data-status="open"])').waitFor({ timeout: 60_000 });
     await api.voice(USER, null);
     // Give the client a failed attempt or two against the stopped edge.
     await page.waitForTimeout(1500);

@@ -69,16 +69,34 @@ export async function startTarget(): Promise<Target> {
     throw new Error(`voicewatch binary not found at ${bin} (set VOICEWATCH_BIN, or VOICEWATCH_E2E_TARGET=mock for the mock server)`);
   }
   const port = await freePort();
+  // Any other listener the demo may open (worker health/metrics) gets a free port too.
+  const workerPort = await freePort();
   const baseUrl = `http://127.0.0.1:${port}`;
   const logPath = join(ARTIFACTS, `voicewatch-demo-${port}.log`);
   const logFile = createWriteStream(logPath);
   const child = spawn(bin, ['demo', '--listen', `127.0.0.1:${port}`], {
     cwd: REPO_ROOT,
-    env: { ...process.env, VOICEWATCH_WEB_DIR: DIST_DIR, RUST_LOG: process.env['RUST_LOG'] ?? 'info' },
+    env: {
+      ...process.env,
+      VOICEWATCH_WEB_DIR: DIST_DIR,
+      VOICEWATCH_EDGE_LISTEN: `127.0.0.1:${port}`,
+      VOICEWATCH_WORKER_LISTEN: `127.0.0.1:${workerPort}`,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   child.stdout?.pipe(logFile);
   child.stderr?.pipe(logFile);
+  // Never leave the demo running behind a crashed or interrupted test run.
+  const killOnExit = (): void => {
+    if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) {
+      try {
+        process.kill(child.pid, 'SIGKILL');
+      } catch {
+        // Already gone.
+      }
+    }
+  };
+  process.once('exit', killOnExit);
   const stop = async (): Promise<void> => {
     if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
     const exited = new Promise<void>((ok) => child.once('exit', () => ok()));
@@ -88,6 +106,7 @@ export async function startTarget(): Promise<Target> {
     }, 5000);
     await exited;
     clearTimeout(timer);
+    process.removeListener('exit', killOnExit);
   };
   try {
     await waitReady(baseUrl, child, 30_000);

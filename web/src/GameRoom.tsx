@@ -90,6 +90,7 @@ export function GameRoom({
     onError: (err: VoiceEventsError) => {
       if (err.fatal) push({ kind: 'error', text: 'Lost the live connection. Retry from the status badge.' });
       else if (err.code === 'auth_failed' || err.code === 'token_error') push({ kind: 'error', text: err.message });
+      else if (err.code === 'resume_gap') push({ kind: 'info', text: 'Live updates were interrupted; some voice changes may have been missed.' });
     },
   });
 
@@ -116,7 +117,8 @@ export function GameRoom({
         setDropout(null);
         push({ kind: 'success', text: `Rejoining ${nameOf(result.channelId)}.`, href: result.url, linkText: 'Open in Discord' });
       } else {
-        push({ kind: 'error', text: result.message });
+        const wait = result.retryAfterSec !== undefined ? ` Try again in ${Math.ceil(result.retryAfterSec)} s.` : '';
+        push({ kind: 'error', text: `${result.message}${wait}` });
       }
     } finally {
       setRejoining(false);

@@ -116,6 +116,15 @@ export interface VoiceEventsClientOptions {
   pingIntervalMs?: number;
   /** From opening the socket to the server's ack; past it the attempt fails. Default 15000 ms. */
   handshakeTimeoutMs?: number;
+  /**
+   * When the token is a JWT with `exp`, fetch a new one this long before it
+   * expires and send it as a new auth frame on the open connection (the
+   * contract's in-band refresh), so the edge never has to close with 4003.
+   * 0 disables it. Default 60000 ms.
+   */
+  refreshBeforeExpiryMs?: number;
+  /** Wall clock in ms, for token expiry. Default Date.now. */
+  now?: () => number;
   /** How many event ids and cursors are remembered for de-duplication. Default 2048. */
   dedupeCapacity?: number;
   WebSocket?: WebSocketConstructor;
@@ -192,6 +201,8 @@ export class VoiceEventsClient {
   private readonly deadAfterMs: number;
   private readonly pingIntervalMs: number;
   private readonly handshakeTimeoutMs: number;
+  private readonly refreshBeforeExpiryMs: number;
+  private readonly now: () => number;
   private readonly seen: LruSet;
   private readonly listeners = new Set<(status: ConnectionStatus) => void>();
 
@@ -212,6 +223,7 @@ export class VoiceEventsClient {
   private handshakeTimer: unknown = null;
   private deadTimer: unknown = null;
   private pingTimer: unknown = null;
+  private refreshTimer: unknown = null;
 
   constructor(options: VoiceEventsClientOptions) {
     this.opts = options;
@@ -227,6 +239,8 @@ export class VoiceEventsClient {
     this.deadAfterMs = heartbeat * (options.missedHeartbeats ?? 2);
     this.pingIntervalMs = options.pingIntervalMs ?? heartbeat;
     this.handshakeTimeoutMs = options.handshakeTimeoutMs ?? 15_000;
+    this.refreshBeforeExpiryMs = options.refreshBeforeExpiryMs ?? 60_000;
+    this.now = options.now ?? (() => Date.now());
     this.seen = new LruSet(options.dedupeCapacity ?? 2048);
     this._cursor = options.cursor;
   }
@@ -285,7 +299,7 @@ export class VoiceEventsClient {
     this.opts.onError?.(error);
   }
 
-  private clearTimer(name: 'retryTimer' | 'handshakeTimer' | 'deadTimer' | 'pingTimer'): void {
+  private clearTimer(name: 'retryTimer' | 'handshakeTimer' | 'deadTimer' | 'pingTimer' | 'refreshTimer'): void {
     if (this[name] !== null) {
       this.timers.clearTimeout(this[name]);
       this[name] = null;
@@ -407,6 +421,7 @@ export class VoiceEventsClient {
     this.armPingTimer(gen);
     this.setStatus('open');
     const resumed = this.resumedWith !== undefined;
+    this.armRefreshTimer(gen);
     this.opts.onOpen?.({ cursor, resumed, recovered });
     if (resumed && !recovered) {
       this.report(new VoiceEventsError('resume_gap', 'the server could not replay every missed event'));
@@ -419,6 +434,39 @@ export class VoiceEventsClient {
       this.deadTimer = null;
       this.lost(gen, { kind: 'dead' });
     }, this.deadAfterMs);
+  }
+
+  private armRefreshTimer(gen: number): void {
+    this.clearTimer('refreshTimer');
+    if (this.refreshBeforeExpiryMs <= 0 || this.token === null) return;
+    const exp = jwtExpiry(this.token);
+    if (exp === null) return;
+    const delay = exp - this.refreshBeforeExpiryMs - this.now();
+    // A token already inside the refresh window is left to the server's 4003.
+    if (delay <= 0) return;
+    this.refreshTimer = this.timers.setTimeout(() => {
+      this.refreshTimer = null;
+      void this.refreshInBand(gen);
+    }, delay);
+  }
+
+  private async refreshInBand(gen: number): Promise<void> {
+    const old = this.token;
+    this.token = null;
+    let token: string;
+    try {
+      token = await this.fetchToken();
+    } catch (err) {
+      if (gen !== this.generation) return;
+      this.token = old;
+      this.report(new VoiceEventsError('token_error', `could not refresh the token: ${errorMessage(err)}`));
+      return;
+    }
+    if (gen !== this.generation || !this.authed) return;
+    const frame: AuthFrame = { v: 1, type: 'auth', token };
+    if (this.opts.scope !== undefined) frame.scope = this.opts.scope;
+    this.send(frame);
+    this.armRefreshTimer(gen);
   }
 
   private armPingTimer(gen: number): void {
@@ -438,6 +486,7 @@ export class VoiceEventsClient {
     this.clearTimer('handshakeTimer');
     this.clearTimer('deadTimer');
     this.clearTimer('pingTimer');
+    this.clearTimer('refreshTimer');
     const ws = this.ws;
     this.ws = null;
     this.authed = false;
@@ -490,13 +539,29 @@ export class VoiceEventsClient {
       );
       return;
     }
-    const delay = backoffDelay(this.attempt, this.random, this.baseMs, this.maxMs);
+    let delay = backoffDelay(this.attempt, this.random, this.baseMs, this.maxMs);
+    // "Reconnect later": a rate-limited client never comes straight back.
+    if (details.closeCode === CloseCode.RateLimited) delay = Math.max(delay, this.baseMs);
     this.attempt++;
     this.setStatus('reconnecting');
     this.retryTimer = this.timers.setTimeout(() => {
       this.retryTimer = null;
       void this.connect();
     }, delay);
+  }
+}
+
+/** The `exp` claim of a JWT in ms, or null when the token is not a JWT with a numeric exp. */
+export function jwtExpiry(token: string): number | null {
+  const part = token.split('.')[1];
+  if (part === undefined) return null;
+  try {
+    const b64 = part.replace(/-/g, '+').replace(/_/g, '/');
+    const json: unknown = JSON.parse(atob(b64 + '='.repeat((4 - (b64.length % 4)) % 4)));
+    const exp = typeof json === 'object' && json !== null ? (json as { exp?: unknown }).exp : undefined;
+    return typeof exp === 'number' && Number.isFinite(exp) ? exp * 1000 : null;
+  } catch {
+    return null;
   }
 }
 

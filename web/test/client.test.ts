@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
   backoffDelay,
+  jwtExpiry,
   resolveWsUrl,
   VoiceEventsClient,
   type ConnectionStatus,
@@ -367,9 +368,17 @@ describe('close codes', () => {
     await vi.advanceTimersByTimeAsync(0);
     h.last().open();
     h.last().serverClose(4029);
-    (await expectNewSocketAfter(h, 999)).serverClose(4029);
+    (await expectNewSocketAfter(h, 1000)).serverClose(4029);
     await expectNewSocketAfter(h, 1998);
     expect(h.errors.map((e) => e.code)).toEqual(['rate_limited', 'rate_limited']);
+  });
+
+  it('4029: never reconnects sooner than the base delay, even when the jitter draws 0', async () => {
+    const h = harness({ random: () => 0 });
+    h.client.start();
+    const s = await h.connect();
+    s.serverClose(4029);
+    await expectNewSocketAfter(h, 1000);
   });
 });
 
@@ -495,5 +504,58 @@ describe('robustness', () => {
     unsubscribe();
     await vi.advanceTimersByTimeAsync(500);
     expect(seen).toEqual(['connecting', 'open', 'reconnecting']);
+  });
+});
+
+describe('token refresh before expiry', () => {
+  const jwt = (exp: number, n: number): string =>
+    `h.${Buffer.from(JSON.stringify({ sub: '3001', exp, n })).toString('base64url')}.s`;
+
+  it('reads exp from a JWT', () => {
+    expect(jwtExpiry(jwt(1_800_000_000, 1))).toBe(1_800_000_000_000);
+    expect(jwtExpiry('opaque')).toBeNull();
+    expect(jwtExpiry('a.!!!.c')).toBeNull();
+  });
+
+  it('sends a new auth frame on the open connection a minute before exp', async () => {
+    vi.setSystemTime(new Date('2026-11-28T00:00:00.000Z'));
+    let n = 0;
+    const getToken = vi.fn(() => Promise.resolve(jwt(Math.floor(Date.now() / 1000) + 3600, ++n)));
+    const h = harness({ getToken, heartbeatIntervalMs: 10 * 3600_000, pingIntervalMs: 0, scope: 'self' });
+    h.client.start();
+    const s = await h.connect('c1');
+    await vi.advanceTimersByTimeAsync(3540_000 - 1);
+    expect(s.frames).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(getToken).toHaveBeenCalledTimes(2);
+    expect(s.frames).toHaveLength(2);
+    const second = s.frames[1] as { token: string; resume?: unknown; scope?: string };
+    expect(second.token).not.toBe((s.frames[0] as { token: string }).token);
+    expect(second.resume).toBeUndefined();
+    expect(second.scope).toBe('self');
+    s.ack('c2');
+    expect(h.client.status).toBe('open');
+    expect(h.client.cursor).toBe('c2');
+    expect(h.sockets).toHaveLength(1);
+    // And again for the new token.
+    await vi.advanceTimersByTimeAsync(3540_000);
+    expect(s.frames).toHaveLength(3);
+  });
+
+  it('a failed refresh is reported and the connection stays', async () => {
+    let n = 0;
+    const getToken = vi.fn(() =>
+      ++n === 1 ? Promise.resolve(jwt(Math.floor(Date.now() / 1000) + 120, n)) : Promise.reject(new Error('down')),
+    );
+    const h = harness({ getToken, pingIntervalMs: 0, heartbeatIntervalMs: 3600_000 });
+    h.client.start();
+    const s = await h.connect();
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(h.errors.map((e) => e.code)).toEqual(['token_error']);
+    expect(h.client.status).toBe('open');
+    // The edge then closes with 4003: a new token is fetched for the retry.
+    s.serverClose(4003);
+    await vi.advanceTimersByTimeAsync(500);
+    expect(getToken).toHaveBeenCalledTimes(3);
   });
 });

@@ -198,6 +198,32 @@ describe('GameRoom', () => {
     vi.useRealTimers();
   });
 
+  it('after giving up, the status badge reports it and reconnects on click', async () => {
+    const ws = mockSockets();
+    render(
+      <GameRoom
+        userId="3001"
+        getToken={() => Promise.resolve('jwt-1')}
+        onLeaveGame={() => {}}
+        wsUrl="ws://t/api/ws"
+        clientOptions={{ WebSocket: ws.WebSocket, backoff: { maxAttempts: 0 } }}
+      />,
+    );
+    await flush();
+    act(() => ws.last().serverClose(1006));
+    const badge = screen.getByTestId('connection-status');
+    expect(badge.getAttribute('data-status')).toBe('failed');
+    expect(screen.getByTestId('toast-error').textContent).toContain('Lost the live connection');
+    fireEvent.click(badge);
+    await flush();
+    expect(ws.sockets).toHaveLength(2);
+    act(() => {
+      ws.last().open();
+      ws.last().ack();
+    });
+    expect(badge.getAttribute('data-status')).toBe('open');
+  });
+
   function setup(answers: { status: number; body: unknown }[]) {
     const ws = mockSockets();
     const requests: { url: string; init: RequestInit | undefined }[] = [];
