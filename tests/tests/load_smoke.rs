@@ -2,6 +2,8 @@
 //! worker processes, signed events through a private nats-server, every
 //! delivery counted. Full-size runs are separate commands (BENCHMARKS.md).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 use std::time::Duration;
 
@@ -35,7 +37,10 @@ fn check(r: &Value, clients: u64) {
     assert_eq!(r["received"].as_u64(), Some(expected), "{r:#}");
     assert_eq!(r["lost"].as_i64(), Some(0), "{r:#}");
     assert_eq!(r["duplicates"].as_u64(), Some(0), "{r:#}");
-    assert!(r["latency_live"]["count"].as_u64().unwrap() >= expected, "{r:#}");
+    assert!(
+        r["latency_live"]["count"].as_u64().unwrap() >= expected,
+        "{r:#}"
+    );
     assert!(r["server_kib_per_conn"].as_f64().unwrap() > 0.0, "{r:#}");
 }
 

