@@ -6,6 +6,9 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod compose;
+mod edge_cmd;
+
 #[derive(Parser)]
 #[command(
     name = "voicewatch",
@@ -35,7 +38,7 @@ enum Command {
     /// Gateway worker: Discord shards → signed voice events on NATS.
     Worker(voicewatch_gateway_worker::Args),
     /// WebSocket edge: events from NATS → authenticated browsers.
-    Edge(Placeholder),
+    Edge(Box<edge_cmd::EdgeCmd>),
     /// Worker and edge in one process on the in-process bus (one machine).
     Standalone(Placeholder),
     /// The demo: simulator, worker, edge and demo page in one process.
@@ -60,8 +63,18 @@ fn init_tracing(filter: &str, format: LogFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One readable line (with causes) rather than a backtrace.
+            eprintln!("voicewatch: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     init_tracing(&cli.log, cli.log_format)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
@@ -81,7 +94,8 @@ fn main() -> anyhow::Result<()> {
                 .await?;
                 Ok(())
             }
-            Command::Edge(_) | Command::Standalone(_) | Command::Demo(_) => {
+            Command::Edge(cmd) => edge_cmd::run(*cmd).await,
+            Command::Standalone(_) | Command::Demo(_) => {
                 anyhow::bail!("this subcommand is not built yet")
             }
         }
