@@ -6,6 +6,9 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod compose;
+mod edge_cmd;
+
 #[derive(Parser)]
 #[command(
     name = "voicewatch",
@@ -33,55 +36,15 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Gateway worker: Discord shards → signed voice events on NATS.
-    Worker(Placeholder),
+    Worker(voicewatch_gateway_worker::Args),
     /// WebSocket edge: events from NATS → authenticated browsers.
-    Edge(Box<EdgeCmd>),
+    Edge(Box<edge_cmd::EdgeCmd>),
     /// Worker and edge in one process on the in-process bus (one machine).
     Standalone(Placeholder),
     /// The demo: simulator, worker, edge and demo page in one process.
     Demo(Placeholder),
     /// Discord gateway and REST simulator (for tests, demos and load).
-    Simulate(Placeholder),
-}
-
-/// Options of `voicewatch edge`.
-#[derive(Args)]
-struct EdgeCmd {
-    #[command(flatten)]
-    edge: voicewatch_ws_edge::EdgeArgs,
-    /// NATS server URL(s), comma-separated (required: the edge runs on NATS).
-    #[arg(long, env = "VOICEWATCH_NATS_URL")]
-    nats_url: Option<String>,
-    /// HMAC keys `kid=secret[,kid=secret…]`; the first one signs, all verify.
-    #[arg(long, env = "VOICEWATCH_HMAC_KEYS", hide_env_values = true)]
-    hmac_keys: Option<String>,
-}
-
-async fn run_edge(cmd: EdgeCmd) -> anyhow::Result<()> {
-    let Some(_nats_url) = cmd.nats_url else {
-        anyhow::bail!(
-            "`edge` needs VOICEWATCH_NATS_URL (standalone and demo use the in-process bus)"
-        );
-    };
-    let Some(keys) = cmd.hmac_keys else {
-        anyhow::bail!("`edge` needs VOICEWATCH_HMAC_KEYS");
-    };
-    let _keyring = std::sync::Arc::new(voicewatch_protocol::Keyring::parse(&keys)?);
-    // The NATS JetStream bus is not in `voicewatch-bus` yet; once it is,
-    // connect it here and hand it to `serve_edge`.
-    anyhow::bail!("the NATS bus is not built yet")
-}
-
-/// Runs an edge until SIGTERM/Ctrl-C, then drains it (shared by `edge`,
-/// `standalone` and `demo`).
-#[allow(dead_code)]
-async fn serve_edge(edge: voicewatch_ws_edge::Edge) -> anyhow::Result<()> {
-    let handle = edge.serve().await?;
-    voicewatch_ws_edge::shutdown_signal().await;
-    tracing::info!("SIGTERM: draining");
-    handle.drain();
-    handle.join().await;
-    Ok(())
+    Simulate(voicewatch_tests::sim::cli::SimulateArgs),
 }
 
 /// Options of a subcommand that is still being built.
@@ -100,17 +63,41 @@ fn init_tracing(filter: &str, format: LogFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One readable line (with causes) rather than a backtrace.
+            eprintln!("voicewatch: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     init_tracing(&cli.log, cli.log_format)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Edge(cmd) => run_edge(*cmd).await,
-            Command::Worker(_)
-            | Command::Standalone(_)
-            | Command::Demo(_)
-            | Command::Simulate(_) => anyhow::bail!("this subcommand is not built yet"),
+            Command::Worker(args) => {
+                let Some(_url) = args.nats_url.as_deref() else {
+                    anyhow::bail!("voicewatch worker needs VOICEWATCH_NATS_URL");
+                };
+                // The NATS JetStream bus is not on main yet; the worker runs
+                // on any `Bus` (tests use the in-process one).
+                anyhow::bail!("the NATS bus is not built yet")
+            }
+            Command::Simulate(args) => {
+                voicewatch_tests::sim::cli::run(args, async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await?;
+                Ok(())
+            }
+            Command::Edge(cmd) => edge_cmd::run(*cmd).await,
+            Command::Standalone(_) | Command::Demo(_) => {
+                anyhow::bail!("this subcommand is not built yet")
+            }
         }
     })
 }

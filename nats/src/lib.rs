@@ -9,7 +9,11 @@
 //! subscriptions for a node).
 
 pub mod bus;
+pub mod config;
+pub mod interest;
+pub mod jetstream;
 pub mod memory;
+pub mod outbox;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
@@ -17,5 +21,9 @@ pub use bus::{
     Bus, BusError, Delivery, DeliveryStream, IncomingRequest, PublishAck, Replay, RequestStream,
     Respond,
 };
+pub use config::{NatsArgs, Storage};
+pub use interest::{Interest, InterestGuard, Sink};
+pub use jetstream::NatsBus;
 pub use memory::{MemoryBus, MemoryBusConfig};
+pub use outbox::{Outbox, OutboxConfig};
 pub use voicewatch_protocol::Snowflake as GuildId;
