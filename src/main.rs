@@ -33,7 +33,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Gateway worker: Discord shards → signed voice events on NATS.
-    Worker(voicewatch_gateway_worker::Args),
+    Worker(Box<voicewatch_gateway_worker::Args>),
     /// WebSocket edge: events from NATS → authenticated browsers.
     Edge(Placeholder),
     /// Worker and edge in one process on the in-process bus (one machine).
@@ -60,6 +60,23 @@ fn init_tracing(filter: &str, format: LogFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Ctrl-C or SIGTERM (rolling restarts): stop gracefully.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(&cli.log, cli.log_format)?;
@@ -67,18 +84,16 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Worker(args) => {
-                let Some(_url) = args.nats_url.as_deref() else {
+                if args.nats.nats_url.is_empty() {
                     anyhow::bail!("voicewatch worker needs VOICEWATCH_NATS_URL");
-                };
-                // The NATS JetStream bus is not on main yet; the worker runs
-                // on any `Bus` (tests use the in-process one).
-                anyhow::bail!("the NATS bus is not built yet")
+                }
+                let bus = voicewatch_bus::NatsBus::connect(args.nats.clone()).await?;
+                voicewatch_gateway_worker::run(&args, std::sync::Arc::new(bus), shutdown_signal())
+                    .await?;
+                Ok(())
             }
             Command::Simulate(args) => {
-                voicewatch_tests::sim::cli::run(args, async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
-                .await?;
+                voicewatch_tests::sim::cli::run(args, shutdown_signal()).await?;
                 Ok(())
             }
             Command::Edge(_) | Command::Standalone(_) | Command::Demo(_) => {
