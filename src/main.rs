@@ -6,6 +6,9 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod compose;
+mod edge_cmd;
+
 #[derive(Parser)]
 #[command(
     name = "voicewatch",
@@ -35,7 +38,7 @@ enum Command {
     /// Gateway worker: Discord shards → signed voice events on NATS.
     Worker(Box<voicewatch_gateway_worker::Args>),
     /// WebSocket edge: events from NATS → authenticated browsers.
-    Edge(Placeholder),
+    Edge(Box<edge_cmd::EdgeCmd>),
     /// Worker and edge in one process on the in-process bus (one machine).
     Standalone(Placeholder),
     /// The demo: simulator, worker, edge and demo page in one process.
@@ -60,43 +63,35 @@ fn init_tracing(filter: &str, format: LogFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Ctrl-C or SIGTERM (rolling restarts): stop gracefully.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        if let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One readable line (with causes) rather than a backtrace.
+            eprintln!("voicewatch: {e:#}");
+            std::process::ExitCode::FAILURE
         }
     }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn run(cli: Cli) -> anyhow::Result<()> {
     init_tracing(&cli.log, cli.log_format)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         match cli.command {
             Command::Worker(args) => {
-                if args.nats.nats_url.is_empty() {
-                    anyhow::bail!("voicewatch worker needs VOICEWATCH_NATS_URL");
-                }
-                let bus = voicewatch_bus::NatsBus::connect(args.nats.clone()).await?;
-                voicewatch_gateway_worker::run(&args, std::sync::Arc::new(bus), shutdown_signal())
+                let bus = compose::connect_nats(args.nats.clone()).await?;
+                voicewatch_gateway_worker::run(&args, bus, voicewatch_ws_edge::shutdown_signal())
                     .await?;
                 Ok(())
             }
             Command::Simulate(args) => {
-                voicewatch_tests::sim::cli::run(args, shutdown_signal()).await?;
+                voicewatch_tests::sim::cli::run(args, voicewatch_ws_edge::shutdown_signal())
+                    .await?;
                 Ok(())
             }
-            Command::Edge(_) | Command::Standalone(_) | Command::Demo(_) => {
+            Command::Edge(cmd) => edge_cmd::run(*cmd).await,
+            Command::Standalone(_) | Command::Demo(_) => {
                 anyhow::bail!("this subcommand is not built yet")
             }
         }

@@ -18,6 +18,7 @@
 //! `docs/rejoin.md` for the outcome table and every limit.
 
 pub mod discord;
+pub mod occupancy;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -42,6 +43,7 @@ use voicewatch_bus::{Bus, BusError};
 use voicewatch_protocol::{RejoinError, RejoinOutcome, RejoinQuery};
 
 pub use discord::{DiscordRest, Fetch};
+pub use occupancy::VoiceOccupancy;
 
 /// Limits of the worker side of the rejoin check.
 #[derive(Debug, Clone, clap::Args)]
