@@ -27,3 +27,14 @@ pub use jetstream::NatsBus;
 pub use memory::{MemoryBus, MemoryBusConfig};
 pub use outbox::{Outbox, OutboxConfig};
 pub use voicewatch_protocol::Snowflake as GuildId;
+
+/// The bus the options ask for: the JetStream bus when
+/// `VOICEWATCH_NATS_URL` is set, otherwise the in-process bus (`standalone`
+/// and `demo`; `worker` and `edge` must refuse an empty URL themselves).
+pub async fn connect(args: &NatsArgs) -> Result<std::sync::Arc<dyn Bus>, BusError> {
+    if args.nats_url.is_empty() {
+        Ok(std::sync::Arc::new(MemoryBus::default()))
+    } else {
+        Ok(std::sync::Arc::new(NatsBus::connect(args.clone()).await?))
+    }
+}
