@@ -38,3 +38,22 @@ pub async fn connect(args: &NatsArgs) -> Result<std::sync::Arc<dyn Bus>, BusErro
         Ok(std::sync::Arc::new(NatsBus::connect(args.clone()).await?))
     }
 }
+
+/// Keys of [`Bus::kv_put`]/[`Bus::kv_get`]: what a JetStream KV bucket
+/// accepts (`[-/_=.a-zA-Z0-9]+`, no leading or trailing dot), checked by
+/// both buses alike.
+pub fn validate_kv_key(key: &str) -> Result<(), BusError> {
+    let ok = !key.is_empty()
+        && !key.starts_with('.')
+        && !key.ends_with('.')
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'/' | b'_' | b'=' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(BusError::Config(format!(
+            "invalid key {key:?}: use [-/_=.a-zA-Z0-9]"
+        )))
+    }
+}
