@@ -18,6 +18,7 @@ use twilight_model::gateway::payload::incoming::GuildCreate;
 use crate::config::Args;
 use crate::metrics::Metrics;
 use crate::queue::SpacedQueue;
+use crate::rejoin::VoiceOccupancy;
 use crate::state::{SavedSession, ShardState, StateStore};
 use crate::tracker::{Change, Tracker};
 
@@ -83,6 +84,8 @@ struct Ctx {
     shard_states: Vec<AtomicU8>,
     save_interval: Duration,
     stopping: AtomicBool,
+    /// Who is in which voice channel, for the rejoin check's user limits.
+    occupancy: Arc<VoiceOccupancy>,
 }
 
 pub struct Worker;
@@ -119,8 +122,19 @@ impl Worker {
             shard_states: (0..shards).map(|_| AtomicU8::new(DISCONNECTED)).collect(),
             save_interval: args.save_interval(),
             stopping: AtomicBool::new(false),
+            occupancy: Arc::new(VoiceOccupancy::new()),
         });
         let saved = restore_states(ctx.store.load_all()?, shards);
+        for s in &saved {
+            for (guild, voice) in &s.tracker.guilds {
+                // Restored, not confirmed: the rejoin check must not trust it yet.
+                ctx.occupancy.replace_guild(
+                    *guild,
+                    voice.users.iter().map(|(u, e)| (*u, e.channel)),
+                    true,
+                );
+            }
+        }
         let queue = SpacedQueue::new(concurrency, args.identify_interval());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
@@ -187,6 +201,12 @@ impl WorkerHandle {
 
     pub fn metrics(&self) -> Arc<Metrics> {
         self.ctx.metrics.clone()
+    }
+
+    /// Voice occupancy kept by the shards: the [`crate::rejoin::GatewayView`]
+    /// for the rejoin check.
+    pub fn occupancy(&self) -> Arc<VoiceOccupancy> {
+        self.ctx.occupancy.clone()
     }
 
     /// Every shard active and the sink connected.
@@ -420,7 +440,15 @@ fn handle_event(
                 guilds = r.guilds.len(),
                 "identified (fresh session)"
             );
+            let before: Vec<u64> = tracker.guilds.keys().copied().collect();
             tracker.ready(r.guilds.iter().map(|g| g.id.get()));
+            for g in before {
+                if tracker.is_tracked(g) {
+                    ctx.occupancy.set_stale(g);
+                } else {
+                    ctx.occupancy.remove_guild(g);
+                }
+            }
             set_state(ctx, id, ACTIVE, label);
             Vec::new()
         }
@@ -433,15 +461,21 @@ fn handle_event(
         Event::GuildCreate(gc) => {
             m.gateway_event("GUILD_CREATE");
             match *gc {
-                GuildCreate::Available(g) => tracker.guild_create(
-                    g.id.get(),
-                    g.voice_states.iter().filter_map(|v| {
-                        v.channel_id
-                            .map(|c| (v.user_id.get(), c.get(), v.session_id.as_str()))
-                    }),
-                ),
+                GuildCreate::Available(g) => {
+                    let changes = tracker.guild_create(
+                        g.id.get(),
+                        g.voice_states.iter().filter_map(|v| {
+                            v.channel_id
+                                .map(|c| (v.user_id.get(), c.get(), v.session_id.as_str()))
+                        }),
+                    );
+                    let map = tracker.voice_map(g.id.get());
+                    ctx.occupancy.replace_guild(g.id.get(), map, false);
+                    changes
+                }
                 GuildCreate::Unavailable(u) => {
                     tracker.guild_unavailable(u.id.get());
+                    ctx.occupancy.set_stale(u.id.get());
                     Vec::new()
                 }
             }
@@ -450,21 +484,25 @@ fn handle_event(
             m.gateway_event("GUILD_DELETE");
             if gd.unavailable == Some(true) {
                 tracker.guild_unavailable(gd.id.get());
+                ctx.occupancy.set_stale(gd.id.get());
             } else {
                 tracing::info!(shard = id, guild = gd.id.get(), "removed from guild");
                 tracker.guild_removed(gd.id.get());
+                ctx.occupancy.remove_guild(gd.id.get());
             }
             Vec::new()
         }
         Event::VoiceStateUpdate(v) => {
             m.gateway_event("VOICE_STATE_UPDATE");
             match v.0.guild_id {
-                Some(g) => tracker.voice_update(
-                    g.get(),
-                    v.0.user_id.get(),
-                    v.0.channel_id.map(|c| c.get()),
-                    &v.0.session_id,
-                ),
+                Some(g) => {
+                    let channel = v.0.channel_id.map(|c| c.get());
+                    if tracker.is_tracked(g.get()) {
+                        ctx.occupancy
+                            .voice_update(g.get(), v.0.user_id.get(), channel);
+                    }
+                    tracker.voice_update(g.get(), v.0.user_id.get(), channel, &v.0.session_id)
+                }
                 None => Vec::new(),
             }
         }

@@ -64,6 +64,8 @@ async fn run(
     let dir = tempfile::tempdir().unwrap();
     let mut args = worker_args(&sim, dir.path());
     args.identify_interval_ms = 0;
+    // Production default: the load run measures what an operator would run.
+    args.save_interval_ms = 1000;
     let worker = start_bus_worker(&args, bus).await;
     assert_eq!(
         worker.shard_count(),
