@@ -59,7 +59,7 @@ async fn world(worker: RejoinConfig, edge_cfg: RejoinEdgeConfig) -> World {
         RejoinMetrics::new(),
     ));
     let bus: Arc<dyn Bus> = Arc::new(MemoryBus::default());
-    tokio::spawn(checker.clone().serve(bus.clone(), "voice"));
+    tokio::spawn(checker.clone().serve(bus.clone(), "voice".into()));
     let verify = Arc::new(|t: &str| {
         let data = jsonwebtoken::decode::<Claims>(
             t,
@@ -480,4 +480,113 @@ async fn per_user_rate_limit_on_the_endpoint() {
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"], "rate_limited");
     w.expect(3002, 4000, 200, None).await;
+}
+
+/// The production path: `worker::run` (shards, tracker, the rejoin server it
+/// starts) on a bus, the edge route on the same bus. Occupancy comes from the
+/// worker's own gateway view, nothing is fed by the test.
+#[tokio::test]
+async fn the_running_worker_answers_from_its_own_gateway_view() {
+    use futures::StreamExt;
+    use voicewatch_tests::harness::{HMAC_KEYS, worker_args};
+
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    sim.add_guild(rest::demo_guild());
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = worker_args(&sim, dir.path());
+    args.hmac_keys = HMAC_KEYS.into();
+    let bus: Arc<dyn Bus> = Arc::new(MemoryBus::default());
+    let mut events = bus
+        .subscribe(voicewatch_protocol::Snowflake::new(G).unwrap())
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = {
+        let bus = bus.clone();
+        tokio::spawn(async move {
+            voicewatch_gateway_worker::worker::run(&args, bus, async {
+                let _ = stopped.await;
+            })
+            .await
+        })
+    };
+    let verify = Arc::new(|t: &str| {
+        let data = jsonwebtoken::decode::<Claims>(
+            t,
+            &DecodingKey::from_secret(SECRET),
+            &Validation::new(Algorithm::HS256),
+        )
+        .ok()?;
+        Some(data.claims)
+    });
+    let edge = RejoinRoute::new(
+        bus.clone(),
+        "voice",
+        verify,
+        &RejoinEdgeConfig {
+            rate_per_minute: 0,
+            ..RejoinEdgeConfig::default()
+        },
+        RejoinEdgeMetrics::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/api/voice/rejoin", listener.local_addr().unwrap());
+    let app = edge.clone().router();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let post = |user: u64, channel: u64| {
+        let url = url.clone();
+        async move {
+            let resp = reqwest::Client::new()
+                .post(&url)
+                .header("authorization", format!("Bearer {}", token(user)))
+                .json(&json!({"guildId": G.to_string(), "channelId": channel.to_string()}))
+                .timeout(WAIT)
+                .send()
+                .await
+                .unwrap();
+            let s = resp.status().as_u16();
+            let v: Value = resp.json().await.unwrap();
+            (s, v["error"].as_str().map(str::to_owned))
+        }
+    };
+
+    // Once a change after the GUILD_CREATE is on the bus, the worker has
+    // taken in the guild's voice states.
+    sim.wait_active(1, WAIT).await.unwrap();
+    sim.voice_update(G, 3002, Some(4000)).unwrap();
+    let e = tokio::time::timeout(WAIT, events.next())
+        .await
+        .expect("joined event")
+        .unwrap();
+    assert!(
+        std::str::from_utf8(&e.event.payload)
+            .unwrap()
+            .contains("voice.joined")
+    );
+    assert_eq!(post(3001, 4002).await, (409, Some("channel_full".into())));
+    assert_eq!(
+        post(3001, 4001).await,
+        (403, Some("missing_permissions".into()))
+    );
+    assert_eq!(post(3001, 4000).await, (200, None));
+
+    // 3003 leaves "Full": there is room for the next one who asks.
+    sim.voice_update(G, 3003, None).unwrap();
+    let e = tokio::time::timeout(WAIT, events.next())
+        .await
+        .expect("left event")
+        .unwrap();
+    assert!(
+        std::str::from_utf8(&e.event.payload)
+            .unwrap()
+            .contains("voice.left")
+    );
+    assert_eq!(post(3002, 4002).await, (200, None));
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(WAIT, worker)
+        .await
+        .expect("worker stops")
+        .unwrap()
+        .unwrap();
 }
