@@ -21,6 +21,7 @@ use async_nats::connection::State;
 use async_nats::jetstream::{self, consumer, kv, stream};
 use async_nats::{Client, HeaderMap};
 use async_trait::async_trait;
+use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::{OnceCell, mpsc, watch};
@@ -528,7 +529,18 @@ impl Bus for NatsBus {
         let (events, more) = if from >= last {
             (Vec::new(), false)
         } else {
-            self.inner.fetch_after(&guilds, from, limit, epoch).await?
+            // Right after a failover the cluster may still be electing the
+            // leaders a consumer needs; a few quick retries ride it out.
+            (|| self.inner.fetch_after(&guilds, from, limit, epoch))
+                .retry(
+                    ExponentialBuilder::default()
+                        .with_min_delay(Duration::from_millis(100))
+                        .with_max_delay(Duration::from_secs(1))
+                        .with_max_times(4),
+                )
+                .when(|e| matches!(e, BusError::Unavailable(_) | BusError::Timeout))
+                .notify(|e, after| tracing::warn!(error = %e, retry_in = ?after, "replay failed; retrying"))
+                .await?
         };
         if more {
             recovered = false;
