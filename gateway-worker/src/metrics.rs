@@ -26,6 +26,7 @@ pub struct Metrics {
     pub published: Family<Label, Counter>,
     pub publish_latency: Histogram,
     pub publish_retries: Counter,
+    pub queued: Counter,
     pub outbox_depth: Gauge,
     pub users_in_voice: Family<Label, Gauge>,
     pub dropouts: Counter,
@@ -49,6 +50,7 @@ impl Metrics {
             published: Family::default(),
             publish_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
             publish_retries: Counter::default(),
+            queued: Counter::default(),
             outbox_depth: Gauge::default(),
             users_in_voice: Family::default(),
             dropouts: Counter::default(),
@@ -86,6 +88,11 @@ impl Metrics {
             m.publish_retries.clone(),
         );
         registry.register(
+            "events_queued",
+            "Events handed to the outbox because the bus did not acknowledge in time",
+            m.queued.clone(),
+        );
+        registry.register(
             "outbox_depth",
             "Events waiting in the bus outbox",
             m.outbox_depth.clone(),
@@ -115,15 +122,24 @@ impl Metrics {
         Self { registry, ..m }
     }
 
-    pub fn observe_published(&self, kind: ChangeKind, guild: u64, latency: Duration) {
+    /// `latency` is `None` for an event that went to the outbox (its store
+    /// time is not observed per event; see `outbox_depth`).
+    pub fn observe_published(&self, kind: ChangeKind, guild: u64, latency: Option<Duration>) {
         self.published
             .get_or_create(&[("type", kind_name(kind).to_owned())])
             .inc();
-        self.publish_latency.observe(latency.as_secs_f64());
-        let _ = self
-            .latency_us
-            .lock()
-            .record(latency.as_micros().max(1) as u64);
+        match latency {
+            Some(latency) => {
+                self.publish_latency.observe(latency.as_secs_f64());
+                let _ = self
+                    .latency_us
+                    .lock()
+                    .record(latency.as_micros().max(1) as u64);
+            }
+            None => {
+                self.queued.inc();
+            }
+        }
         if kind == ChangeKind::Left {
             self.dropouts.inc();
             let label = {

@@ -527,7 +527,7 @@ pub fn start(
         args.rejoin.clone(),
         metrics,
     ));
-    let prefix = args.subject_prefix.clone();
+    let prefix = args.nats.subject_prefix.clone();
     Ok(tokio::spawn(async move {
         if let Err(e) = checker.serve(bus, prefix).await {
             tracing::error!(error = %e, "rejoin checks are not being served");
