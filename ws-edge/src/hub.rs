@@ -233,7 +233,7 @@ async fn run_guild(
             metrics.dropped("encoding");
             continue;
         };
-        let frame = Arc::new(frame);
+        let frame = Arc::new(frame.observed(Arc::clone(&metrics)));
         for m in members.read().iter() {
             if m.only_user.is_none_or(|u| u == frame.user) {
                 m.conn.push(&frame);

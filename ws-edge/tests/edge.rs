@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use futures::SinkExt;
@@ -771,7 +772,62 @@ async fn health_ready_metrics() {
 
 #[tokio::test]
 async fn drain_moves_clients_to_another_edge_without_loss() {
-    let bus = TestBus::new();
+    drain_scenario(TestBus::new()).await;
+}
+
+#[tokio::test]
+async fn drain_moves_clients_without_loss_on_memory_bus() {
+    drain_scenario(Arc::new(voicewatch_bus::MemoryBus::default())).await;
+}
+
+#[tokio::test]
+async fn memory_bus_resume_outcomes() {
+    let bus: Arc<dyn Bus> = Arc::new(voicewatch_bus::MemoryBus::new(
+        voicewatch_bus::MemoryBusConfig {
+            history_per_guild: 3,
+            ..Default::default()
+        },
+    ));
+    let edge = start(args(), bus.clone()).await;
+    let first = bus
+        .publish(&seal(&event(2000, 1, 1, 0)))
+        .await
+        .unwrap()
+        .cursor;
+    bus.publish(&seal(&event(2000, 1, 2, 0))).await.unwrap();
+    bus.publish(&seal(&event(2000, 1, 3, 0))).await.unwrap();
+    // History holds 1..=3: resuming after 1 recovers 2 and 3.
+    let mut c = Client::connect(&edge.ws_url()).await;
+    c.send_auth(&token(1, &[2000]), Some(&first.to_string()), None)
+        .await;
+    assert_eq!(event_n(&c.frame().await), 2);
+    assert_eq!(event_n(&c.frame().await), 3);
+    assert_eq!(c.frame().await["recovered"], true);
+    let live = bus
+        .publish(&seal(&event(2000, 1, 4, 0)))
+        .await
+        .unwrap()
+        .cursor;
+    let f = c.frame().await;
+    assert_eq!(
+        (event_n(&f), f["cursor"].as_str().unwrap()),
+        (4, live.to_string().as_str())
+    );
+    bus.publish(&seal(&event(2000, 1, 5, 0))).await.unwrap();
+    // 1 and 2 are gone now: resuming after 1 is not recovered.
+    let mut c = Client::connect(&edge.ws_url()).await;
+    c.send_auth(&token(2, &[2000]), Some(&first.to_string()), None)
+        .await;
+    loop {
+        let f = c.frame().await;
+        if f["type"] == "ack" {
+            assert_eq!(f["recovered"], false);
+            break;
+        }
+    }
+}
+
+async fn drain_scenario(bus: Arc<dyn Bus>) {
     let mut a = args();
     a.drain_window_ms = 300;
     let edge_a = start(a, bus.clone()).await;
@@ -827,7 +883,7 @@ async fn drain_moves_clients_to_another_edge_without_loss() {
         let bus = bus.clone();
         tokio::spawn(async move {
             for n in 1..=N {
-                bus.send(&event(2000, 1, n, 0)).await;
+                bus.publish(&seal(&event(2000, 1, n, 0))).await.unwrap();
                 if n % 4 == 0 {
                     tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                 }
@@ -868,4 +924,121 @@ async fn drain_moves_clients_to_another_edge_without_loss() {
         ),
         CLIENTS as f64
     );
+}
+
+fn key_path(name: &str) -> std::path::PathBuf {
+    // Test-only keys, generated with openssl (see ws-edge/tests/keys).
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/keys")
+        .join(name)
+}
+
+#[tokio::test]
+async fn public_key_tokens_rs256_es256_eddsa() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let bus = TestBus::new();
+    let mut a = args();
+    a.jwt_hs256_secret = None;
+    a.jwt_public_keys = vec![
+        key_path("jwks.json"),
+        key_path("ec.pub"),
+        key_path("ed.pub"),
+    ];
+    let edge = start(a, bus.clone()).await;
+    let claims = json!({"sub":"1","guilds":["2000"],"exp": now_ms()/1000 + 60});
+    let read = |n: &str| std::fs::read(key_path(n)).unwrap();
+    let mut rs = Header::new(Algorithm::RS256);
+    rs.kid = Some("rsa-1".into());
+    let tokens = [
+        jsonwebtoken::encode(
+            &rs,
+            &claims,
+            &EncodingKey::from_rsa_pem(&read("rsa.key")).unwrap(),
+        )
+        .unwrap(),
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::ES256),
+            &claims,
+            &EncodingKey::from_ec_pem(&read("ec.key")).unwrap(),
+        )
+        .unwrap(),
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::EdDSA),
+            &claims,
+            &EncodingKey::from_ed_pem(&read("ed.key")).unwrap(),
+        )
+        .unwrap(),
+    ];
+    for t in &tokens {
+        let mut c = Client::connect(&edge.ws_url()).await;
+        c.auth(t, None).await;
+        c.close().await;
+    }
+    // HS256 is not configured on this edge; a wrong kid finds no key.
+    let mut c = Client::connect(&edge.ws_url()).await;
+    c.send_auth(&token(1, &[2000]), None, None).await;
+    c.expect_close(4001).await;
+    rs.kid = Some("other".into());
+    let wrong_kid = jsonwebtoken::encode(
+        &rs,
+        &claims,
+        &EncodingKey::from_rsa_pem(&read("rsa.key")).unwrap(),
+    )
+    .unwrap();
+    let mut c = Client::connect(&edge.ws_url()).await;
+    c.send_auth(&wrong_kid, None, None).await;
+    c.expect_close(4001).await;
+}
+
+#[tokio::test]
+async fn tls_serves_wss() {
+    let bus = TestBus::new();
+    let mut a = args();
+    a.tls_cert = Some(key_path("tls.crt"));
+    a.tls_key = Some(key_path("tls.key"));
+    let edge = start(a, bus.clone()).await;
+    assert!(edge.ws_url().starts_with("wss://"));
+
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(key_path("tls.crt")).unwrap();
+    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(edge.local_addr())
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(edge.ws_url(), tls)
+        .await
+        .unwrap();
+    let mut ws = ws;
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        json!({"v":1,"type":"auth","token":token(1,&[2000])}).to_string(),
+    ))
+    .await
+    .unwrap();
+    use futures::StreamExt;
+    let ack = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(ack.to_text().unwrap().contains("auth.ok"));
+    bus.send(&event(2000, 1, 5, 0)).await;
+    let ev = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(ev.to_text().unwrap().contains("\"n\":5"));
 }
