@@ -38,7 +38,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Gateway worker: Discord shards → signed voice events on NATS.
-    Worker(voicewatch_gateway_worker::Args),
+    Worker(Box<voicewatch_gateway_worker::Args>),
     /// WebSocket edge: events from NATS → authenticated browsers.
     Edge(Box<edge_cmd::EdgeCmd>),
     /// Worker and edge in one process on the in-process bus (one machine).
@@ -82,18 +82,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Worker(args) => {
-                let Some(_url) = args.nats_url.as_deref() else {
-                    anyhow::bail!("voicewatch worker needs VOICEWATCH_NATS_URL");
-                };
-                // The NATS JetStream bus is not on main yet; the worker runs
-                // on any `Bus` (tests use the in-process one).
-                anyhow::bail!("the NATS bus is not built yet")
+                let bus = compose::connect_nats(args.nats.clone()).await?;
+                voicewatch_gateway_worker::run(&args, bus, voicewatch_ws_edge::shutdown_signal())
+                    .await?;
+                Ok(())
             }
             Command::Simulate(args) => {
-                voicewatch_tests::sim::cli::run(args, async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
-                .await?;
+                voicewatch_tests::sim::cli::run(args, voicewatch_ws_edge::shutdown_signal())
+                    .await?;
                 Ok(())
             }
             Command::Edge(cmd) => edge_cmd::run(*cmd).await,

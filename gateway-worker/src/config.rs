@@ -29,17 +29,9 @@ pub struct Args {
     #[arg(long, env = "VOICEWATCH_HMAC_KEYS", hide_env_values = true)]
     pub hmac_keys: String,
 
-    /// NATS server URL(s), comma-separated. Required by `voicewatch worker`.
-    #[arg(long, env = "VOICEWATCH_NATS_URL")]
-    pub nats_url: Option<String>,
-
-    /// Subject prefix.
-    #[arg(long, env = "VOICEWATCH_SUBJECT_PREFIX", default_value = "voice")]
-    pub subject_prefix: String,
-
-    /// JetStream stream name.
-    #[arg(long, env = "VOICEWATCH_STREAM", default_value = "VOICE")]
-    pub stream: String,
+    /// NATS options (section 8 names, plus the bus crate's own).
+    #[command(flatten)]
+    pub nats: voicewatch_bus::NatsArgs,
 
     /// Health and metrics address.
     #[arg(
@@ -77,10 +69,23 @@ pub struct Args {
     )]
     pub identify_interval_ms: u64,
 
+    /// Bound on waiting for one bus acknowledgement before the event goes to
+    /// the outbox instead (milliseconds).
+    #[arg(
+        long,
+        env = "VOICEWATCH_WORKER_PUBLISH_TIMEOUT_MS",
+        default_value_t = 2000
+    )]
+    pub publish_timeout_ms: u64,
+
     /// Identify concurrency (`max_concurrency`); default: Discord's answer,
     /// or 1 when the shard count is configured and Discord cannot be asked.
     #[arg(long, env = "VOICEWATCH_WORKER_IDENTIFY_CONCURRENCY")]
     pub identify_concurrency: Option<u16>,
+
+    /// Limits of the rejoin check (`docs/rejoin.md`).
+    #[command(flatten)]
+    pub rejoin: crate::rejoin::RejoinConfig,
 }
 
 impl Args {
@@ -106,14 +111,14 @@ impl Args {
             discord_gateway_url: Some(gateway_url.to_owned()),
             discord_api_url: Some(api_url.to_owned()),
             hmac_keys: hmac_keys.to_owned(),
-            nats_url: None,
-            subject_prefix: "voice".into(),
-            stream: "VOICE".into(),
+            nats: voicewatch_bus::NatsArgs::new(Vec::<String>::new()),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             state_dir,
             save_interval_ms: 1000,
             identify_interval_ms: 5000,
             identify_concurrency: None,
+            publish_timeout_ms: 2000,
+            rejoin: crate::rejoin::RejoinConfig::default(),
         }
     }
 }

@@ -14,5 +14,5 @@ pub use config::Args;
 pub use sink::BusSink;
 pub use state::{FileStateStore, StateStore};
 pub use worker::{
-    Sink, SinkError, Worker, WorkerError, WorkerHandle, install_crypto_provider, run,
+    Published, Sink, SinkError, Worker, WorkerError, WorkerHandle, install_crypto_provider, run,
 };

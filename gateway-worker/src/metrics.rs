@@ -26,12 +26,15 @@ pub struct Metrics {
     pub published: Family<Label, Counter>,
     pub publish_latency: Histogram,
     pub publish_retries: Counter,
+    pub queued: Counter,
     pub outbox_depth: Gauge,
     pub users_in_voice: Family<Label, Gauge>,
     pub dropouts: Counter,
     pub dropouts_by_guild: Family<Label, Counter>,
     pub state_saves: Counter,
     pub state_save_errors: Counter,
+    /// The rejoin check's metrics (`voicewatch_worker_rejoin_*`).
+    pub rejoin: crate::rejoin::RejoinMetrics,
     dropout_guilds: Mutex<HashSet<u64>>,
     /// Dispatch received → publish acknowledged, microseconds (for p50/p99
     /// reports; the Prometheus histogram has coarse buckets).
@@ -47,12 +50,14 @@ impl Metrics {
             published: Family::default(),
             publish_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
             publish_retries: Counter::default(),
+            queued: Counter::default(),
             outbox_depth: Gauge::default(),
             users_in_voice: Family::default(),
             dropouts: Counter::default(),
             dropouts_by_guild: Family::default(),
             state_saves: Counter::default(),
             state_save_errors: Counter::default(),
+            rejoin: crate::rejoin::RejoinMetrics::new(),
             dropout_guilds: Mutex::new(HashSet::new()),
             latency_us: Mutex::new(new_hdr()),
             registry: Registry::default(),
@@ -83,6 +88,11 @@ impl Metrics {
             m.publish_retries.clone(),
         );
         registry.register(
+            "events_queued",
+            "Events handed to the outbox because the bus did not acknowledge in time",
+            m.queued.clone(),
+        );
+        registry.register(
             "outbox_depth",
             "Events waiting in the bus outbox",
             m.outbox_depth.clone(),
@@ -108,18 +118,28 @@ impl Metrics {
             "Shard state saves that failed",
             m.state_save_errors.clone(),
         );
+        m.rejoin.register(&mut registry);
         Self { registry, ..m }
     }
 
-    pub fn observe_published(&self, kind: ChangeKind, guild: u64, latency: Duration) {
+    /// `latency` is `None` for an event that went to the outbox (its store
+    /// time is not observed per event; see `outbox_depth`).
+    pub fn observe_published(&self, kind: ChangeKind, guild: u64, latency: Option<Duration>) {
         self.published
             .get_or_create(&[("type", kind_name(kind).to_owned())])
             .inc();
-        self.publish_latency.observe(latency.as_secs_f64());
-        let _ = self
-            .latency_us
-            .lock()
-            .record(latency.as_micros().max(1) as u64);
+        match latency {
+            Some(latency) => {
+                self.publish_latency.observe(latency.as_secs_f64());
+                let _ = self
+                    .latency_us
+                    .lock()
+                    .record(latency.as_micros().max(1) as u64);
+            }
+            None => {
+                self.queued.inc();
+            }
+        }
         if kind == ChangeKind::Left {
             self.dropouts.inc();
             let label = {

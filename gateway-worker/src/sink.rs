@@ -4,29 +4,44 @@
 //! message is [`BusSink::seal`]: there is no unsigned path.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde_json::Map;
 use time::OffsetDateTime;
-use voicewatch_bus::{Bus, BusError};
+use voicewatch_bus::{Bus, BusError, Outbox, OutboxConfig};
 use voicewatch_protocol::{
     EventId, EventKind, Keyring, SignedEvent, Snowflake, Timestamp, VoiceEvent,
 };
 
 use crate::tracker::{Change, ChangeKind};
-use crate::worker::{Sink, SinkError};
+use crate::worker::{Published, Sink, SinkError};
 
 pub struct BusSink {
     bus: Arc<dyn Bus>,
     keyring: Arc<Keyring>,
+    outbox: Arc<Outbox>,
+    publish_timeout: Duration,
 }
 
 impl BusSink {
-    pub fn new(bus: Arc<dyn Bus>, keyring: Keyring) -> Self {
+    /// Events are published directly while the bus acknowledges within
+    /// `publish_timeout` (the normal path, whose latency is measured); when
+    /// it does not, they go to the bus crate's outbox, and every later event
+    /// follows them there until it is drained, so order is kept.
+    pub fn new(
+        bus: Arc<dyn Bus>,
+        keyring: Keyring,
+        outbox: OutboxConfig,
+        publish_timeout: Duration,
+    ) -> Self {
+        let outbox = Arc::new(Outbox::new(bus.clone(), outbox));
         Self {
             bus,
             keyring: Arc::new(keyring),
+            outbox,
+            publish_timeout,
         }
     }
 
@@ -68,32 +83,45 @@ impl Sink for BusSink {
         &self,
         change: &Change,
         occurred_at: OffsetDateTime,
-    ) -> BoxFuture<'static, Result<(), SinkError>> {
+    ) -> BoxFuture<'static, Result<Published, SinkError>> {
         let signed = Self::seal(&self.keyring, change, occurred_at);
         let bus = self.bus.clone();
+        let outbox = self.outbox.clone();
+        let timeout = self.publish_timeout;
         async move {
             let signed = match signed {
                 Ok(s) => s,
                 Err(e) => {
                     // Not publishable under the contract; retrying cannot help.
-                    tracing::error!(error = %e, "dropping a change that cannot form a valid event");
-                    return Ok(());
+                    tracing::error!(error = %e, "skipping a change that cannot form a valid event");
+                    return Ok(Published::Acked);
                 }
             };
-            match bus.publish(&signed).await {
-                Ok(_ack) => Ok(()),
-                Err(
-                    e
-                    @ (BusError::Unavailable(_) | BusError::Timeout | BusError::OutboxFull { .. }),
-                ) => Err(SinkError(e.to_string())),
-                Err(e) => Err(SinkError(e.to_string())),
+            if outbox.depth() == 0 {
+                match tokio::time::timeout(timeout, bus.publish(&signed)).await {
+                    Ok(Ok(_ack)) => return Ok(Published::Acked),
+                    Ok(Err(BusError::Closed)) => return Err(SinkError("bus closed".into())),
+                    Ok(Err(e)) => tracing::warn!(error = %e, id = %signed.id, "publish failed; queueing in the outbox"),
+                    Err(_) => tracing::warn!(id = %signed.id, "publish not acknowledged in time; queueing in the outbox"),
+                }
             }
+            // A publish that timed out may have been stored anyway: the
+            // outbox publishes it again and JetStream drops the duplicate.
+            outbox.try_send(signed).map(|()| Published::Queued).map_err(|e| SinkError(e.to_string()))
         }
         .boxed()
     }
 
     fn connected(&self) -> bool {
         self.bus.is_connected()
+    }
+
+    fn pending(&self) -> u64 {
+        self.outbox.depth() as u64
+    }
+
+    fn flush(&self, timeout: Duration) -> BoxFuture<'_, bool> {
+        self.outbox.flush(timeout).boxed()
     }
 }
 

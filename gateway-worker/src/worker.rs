@@ -22,20 +22,35 @@ use crate::state::{SavedSession, ShardState, StateStore};
 use crate::tracker::{Change, Tracker};
 
 /// Where changes go: signed and published on the bus (see `BusSink`), or
-/// anything a test wants. `publish` resolves when the event is accepted (by
-/// the bus or its outbox); an error is retried by the worker, never dropped.
+/// anything a test wants. `publish` resolves when the event is stored
+/// (`Acked`) or safely queued for a later store (`Queued`, the outbox); an
+/// error is retried by the worker, never dropped.
 pub trait Sink: Send + Sync + 'static {
     fn publish(
         &self,
         change: &Change,
         occurred_at: OffsetDateTime,
-    ) -> BoxFuture<'static, Result<(), SinkError>>;
+    ) -> BoxFuture<'static, Result<Published, SinkError>>;
     /// For `/readyz`.
     fn connected(&self) -> bool;
-    /// For the `outbox_depth` gauge.
-    fn outbox_depth(&self) -> u64 {
+    /// Events taken but not yet stored (the outbox depth). Shard state is
+    /// only saved while this is 0, so a crash never loses a queued event:
+    /// the restarted worker resumes from before it and publishes it again.
+    fn pending(&self) -> u64 {
         0
     }
+    /// Wait until nothing is pending (graceful shutdown). True when drained.
+    fn flush(&self, _timeout: Duration) -> BoxFuture<'_, bool> {
+        Box::pin(async { true })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// Stored by the bus.
+    Acked,
+    /// Queued in the outbox while the bus is unavailable.
+    Queued,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +83,8 @@ struct Ctx {
     shard_states: Vec<AtomicU8>,
     save_interval: Duration,
     stopping: AtomicBool,
+    /// Voice occupancy for the rejoin check's user limits.
+    voice: Arc<crate::rejoin::VoiceOccupancy>,
 }
 
 pub struct Worker;
@@ -104,6 +121,7 @@ impl Worker {
             shard_states: (0..shards).map(|_| AtomicU8::new(DISCONNECTED)).collect(),
             save_interval: args.save_interval(),
             stopping: AtomicBool::new(false),
+            voice: Arc::new(crate::rejoin::VoiceOccupancy::new()),
         });
         let saved = restore_states(ctx.store.load_all()?, shards);
         let queue = SpacedQueue::new(concurrency, args.identify_interval());
@@ -172,6 +190,12 @@ impl WorkerHandle {
 
     pub fn metrics(&self) -> Arc<Metrics> {
         self.ctx.metrics.clone()
+    }
+
+    /// Who is in which voice channel, as the shards see it (for the rejoin
+    /// check).
+    pub fn voice(&self) -> Arc<crate::rejoin::VoiceOccupancy> {
+        self.ctx.voice.clone()
     }
 
     /// Every shard active and the sink connected.
@@ -314,6 +338,7 @@ async fn run_shard(
 ) {
     let id = shard.id().number();
     let label = [("shard", id.to_string())];
+    ctx.voice.sync_all(&tracker);
     let mut save_tick = tokio::time::interval(ctx.save_interval);
     save_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut saved_seq: Option<(String, u64)> = None;
@@ -324,18 +349,24 @@ async fn run_shard(
             biased;
             () = stopped(&mut shutdown) => {
                 close_for_resume(&mut shard).await;
-                save(&ctx, snapshot(&shard, &tracker)).await;
+                if ctx.sink.flush(Duration::from_secs(5)).await {
+                    save(&ctx, snapshot(&shard, &tracker)).await;
+                } else {
+                    // Keep the older saved state: the next process resumes
+                    // from there and publishes the queued events again.
+                    tracing::warn!(shard = id, "outbox not drained; not saving the newer state");
+                }
                 set_state(&ctx, id, DISCONNECTED, &label);
                 return;
             }
             _ = save_tick.tick() => {
                 let now = shard.session().map(|s| (s.id().to_owned(), s.sequence()));
-                if dirty || now != saved_seq {
+                if (dirty || now != saved_seq) && ctx.sink.pending() == 0 {
                     save(&ctx, snapshot(&shard, &tracker)).await;
                     saved_seq = now;
                     dirty = false;
                 }
-                ctx.metrics.outbox_depth.set(ctx.sink.outbox_depth() as i64);
+                ctx.metrics.outbox_depth.set(ctx.sink.pending() as i64);
             }
             item = shard.next_event(wanted()) => {
                 let received = Instant::now();
@@ -344,7 +375,9 @@ async fn run_shard(
                     None => {
                         tracing::error!(shard = id, "shard fatally closed");
                         set_state(&ctx, id, FATAL, &label);
-                        save(&ctx, snapshot(&shard, &tracker)).await;
+                        if ctx.sink.pending() == 0 {
+                            save(&ctx, snapshot(&shard, &tracker)).await;
+                        }
                         return;
                     }
                     Some(Err(e)) => {
@@ -389,6 +422,12 @@ fn handle_event(
     event: Event,
 ) -> Vec<Change> {
     let m = &ctx.metrics;
+    // A guild whose whole voice map changed (snapshot, outage, removal).
+    let touched = match &event {
+        Event::GuildCreate(gc) => Some(gc.id().get()),
+        Event::GuildDelete(gd) => Some(gd.id.get()),
+        _ => None,
+    };
     let out = match event {
         Event::Ready(r) => {
             m.gateway_event("READY");
@@ -398,6 +437,7 @@ fn handle_event(
                 "identified (fresh session)"
             );
             tracker.ready(r.guilds.iter().map(|g| g.id.get()));
+            ctx.voice.sync_all(tracker);
             set_state(ctx, id, ACTIVE, label);
             Vec::new()
         }
@@ -484,6 +524,12 @@ fn handle_event(
     m.users_in_voice
         .get_or_create(label)
         .set(tracker.users_in_voice() as i64);
+    if let Some(guild) = touched {
+        ctx.voice.sync_guild(guild, tracker);
+    }
+    for c in &out {
+        ctx.voice.voice_update(c.guild, c.user, c.channel);
+    }
     out
 }
 
@@ -494,9 +540,14 @@ async fn publish(ctx: &Ctx, change: &Change, occurred_at: OffsetDateTime, receiv
     let mut backoff = Duration::from_millis(50);
     loop {
         match ctx.sink.publish(change, occurred_at).await {
-            Ok(()) => {
+            Ok(Published::Acked) => {
                 ctx.metrics
-                    .observe_published(change.kind, change.guild, received.elapsed());
+                    .observe_published(change.kind, change.guild, Some(received.elapsed()));
+                return;
+            }
+            Ok(Published::Queued) => {
+                ctx.metrics
+                    .observe_published(change.kind, change.guild, None);
                 return;
             }
             Err(e) => {
@@ -597,7 +648,7 @@ fn http_router(ctx: Arc<Ctx>) -> axum::Router {
             get(move || {
                 let ctx = ctx.clone();
                 async move {
-                    ctx.metrics.outbox_depth.set(ctx.sink.outbox_depth() as i64);
+                    ctx.metrics.outbox_depth.set(ctx.sink.pending() as i64);
                     (
                         [(
                             header::CONTENT_TYPE,
@@ -621,10 +672,21 @@ pub async fn run(
 ) -> Result<(), WorkerError> {
     let keyring = voicewatch_protocol::Keyring::parse(&args.hmac_keys)
         .map_err(|e| WorkerError::Config(format!("VOICEWATCH_HMAC_KEYS: {e}")))?;
-    let sink = Arc::new(crate::sink::BusSink::new(bus, keyring));
+    let sink = Arc::new(crate::sink::BusSink::new(
+        bus.clone(),
+        keyring,
+        voicewatch_bus::OutboxConfig {
+            capacity: args.nats.outbox_size.max(1),
+            ..Default::default()
+        },
+        Duration::from_millis(args.publish_timeout_ms.max(1)),
+    ));
     let store = Arc::new(crate::state::FileStateStore::new(&args.state_dir)?);
     let mut handle = Worker::start(args, sink, store).await?;
     tracing::info!(listen = %handle.addr(), shards = handle.shard_count(), "worker running");
+    let rejoin = crate::rejoin::start(args, bus, handle.voice(), handle.metrics().rejoin.clone())
+        .map_err(|e| WorkerError::Config(e.to_string()))?;
+    let _stop_rejoin = AbortOnDrop(rejoin);
     tokio::select! {
         () = shutdown => {
             tracing::info!("shutting down: closing shards resumably and saving state");
@@ -632,6 +694,15 @@ pub async fn run(
             Ok(())
         }
         () = handle.wait() => Err(WorkerError::Config("every shard closed fatally (bad token or intents?)".into())),
+    }
+}
+
+/// Stops a task when the owner returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

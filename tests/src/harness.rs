@@ -12,7 +12,9 @@ use futures::future::BoxFuture;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use voicewatch_gateway_worker::tracker::Change;
-use voicewatch_gateway_worker::{Args, FileStateStore, Sink, SinkError, Worker, WorkerHandle};
+use voicewatch_gateway_worker::{
+    Args, FileStateStore, Published, Sink, SinkError, Worker, WorkerHandle,
+};
 
 use crate::sim::Simulator;
 
@@ -50,10 +52,11 @@ impl Sink for ChannelSink {
         &self,
         change: &Change,
         _at: OffsetDateTime,
-    ) -> BoxFuture<'static, Result<(), SinkError>> {
+    ) -> BoxFuture<'static, Result<Published, SinkError>> {
         let r = self
             .tx
             .send(change.clone())
+            .map(|()| Published::Acked)
             .map_err(|_| SinkError("receiver gone".into()));
         async move { r }.boxed()
     }
@@ -183,9 +186,11 @@ impl BusEvents {
 /// The worker on `bus`, as `voicewatch worker` composes it.
 pub async fn start_bus_worker(args: &Args, bus: Arc<dyn voicewatch_bus::Bus>) -> WorkerHandle {
     let keyring = voicewatch_protocol::Keyring::parse(&args.hmac_keys).expect("keys");
-    start_worker(
-        args,
-        Arc::new(voicewatch_gateway_worker::BusSink::new(bus, keyring)),
-    )
-    .await
+    let sink = voicewatch_gateway_worker::BusSink::new(
+        bus,
+        keyring,
+        voicewatch_bus::OutboxConfig::default(),
+        Duration::from_secs(2),
+    );
+    start_worker(args, Arc::new(sink)).await
 }

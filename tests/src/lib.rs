@@ -2,4 +2,5 @@
 //! harness. End-to-end tests live in `tests/`.
 
 pub mod harness;
+pub mod load;
 pub mod sim;

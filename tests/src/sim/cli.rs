@@ -23,7 +23,9 @@ pub struct SimulateArgs {
     /// HELLO heartbeat interval in milliseconds.
     #[arg(long, env = "VOICEWATCH_SIM_HEARTBEAT_MS", default_value_t = 41_250)]
     pub heartbeat_ms: u64,
-    /// Demo guilds created at start (ids 2000.., voice channels 4001..).
+    /// Demo guilds created at start: 2000 is `rest::demo_guild` (voice
+    /// channels 4000 open, 4001 locked, 4002 full), then 2001.. with voice
+    /// channels 4011.., 4021.., ….
     #[arg(long, env = "VOICEWATCH_SIM_GUILDS", default_value_t = 1)]
     pub guilds: u32,
     /// Load mode: create this many load guilds (0: none).
@@ -60,7 +62,12 @@ pub async fn run(
     )
     .await?;
     for i in 0..u64::from(args.guilds) {
-        sim.add_simple_guild(2000 + i, 4000 + i * 10, 3);
+        if i == 0 {
+            // The demo's guild: open, locked and full voice channels.
+            sim.add_guild(super::rest::demo_guild());
+        } else {
+            sim.add_simple_guild(2000 + i, 4000 + i * 10, 3);
+        }
     }
     let cfg = LoadConfig {
         guilds: args.load_guilds,

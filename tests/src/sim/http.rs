@@ -51,7 +51,8 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route("/control/restore/{guild}", post(restore))
         .route("/control/load", post(run_load))
         .route("/control/stats", get(stats))
-        .with_state(inner)
+        .with_state(inner.clone())
+        .merge(super::rest::router(inner))
 }
 
 fn sim(inner: Arc<Inner>) -> Simulator {

@@ -16,6 +16,7 @@ mod gateway;
 pub mod http;
 pub mod load;
 pub mod model;
+pub mod rest;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -102,6 +103,7 @@ pub(crate) struct State {
     conns: HashMap<u64, Conn>,
     next_id: u64,
     stats: SimStats,
+    rest: rest::RestState,
 }
 
 pub(crate) struct Inner {
@@ -153,6 +155,7 @@ impl Simulator {
                 conns: HashMap::new(),
                 next_id: 1,
                 stats: SimStats::default(),
+                rest: Default::default(),
             }),
             changed,
             addr,
