@@ -29,7 +29,6 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tower_http::services::ServeDir;
 use voicewatch_bus::{Bus, MemoryBus, MemoryBusConfig};
-use voicewatch_gateway_worker::{BusSink, FileStateStore, Worker};
 use voicewatch_protocol::{Keyring, Snowflake};
 use voicewatch_tests::sim::{Channel, Guild, SimConfig, Simulator, VoiceState};
 use voicewatch_ws_edge::EdgeArgs;
@@ -161,11 +160,14 @@ pub async fn run(cmd: DemoCmd) -> anyhow::Result<()> {
         state_dir.path().to_owned(),
     );
     worker_args.listen = cmd.worker_listen;
-    let sink = Arc::new(BusSink::new(Arc::clone(&bus), Keyring::parse(&hmac_keys)?));
-    let store = Arc::new(FileStateStore::new(state_dir.path())?);
-    let worker = Worker::start(&worker_args, sink, store)
-        .await
-        .context("starting the gateway worker")?;
+    // The worker runs as `voicewatch worker` does (shards, rejoin
+    // answers, state saved in a temp dir), on the in-process bus.
+    let stop_worker = CancellationToken::new();
+    let worker = tokio::spawn({
+        let bus = Arc::clone(&bus);
+        let stop = stop_worker.clone().cancelled_owned();
+        async move { voicewatch_gateway_worker::run(&worker_args, bus, stop).await }
+    });
 
     let mut edge_args = EdgeArgs::defaults();
     edge_args.listen = cmd.listen;
@@ -200,13 +202,18 @@ pub async fn run(cmd: DemoCmd) -> anyhow::Result<()> {
         Arc::clone(&demo),
         shutdown.clone(),
     ));
-    tracing::info!(%addr, web = %web_dir.display(), worker = %worker.addr(), "demo running");
+    tracing::info!(%addr, web = %web_dir.display(), worker = %cmd.worker_listen, "demo running");
     eprintln!("\n  voicewatch demo: open http://{addr}/\n");
 
     voicewatch_ws_edge::shutdown_signal().await;
     shutdown.cancel();
     demo.kill.lock().kill();
-    worker.shutdown().await;
+    stop_worker.cancel();
+    match worker.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "worker stopped with an error"),
+        Err(e) => tracing::warn!(error = %e, "worker task failed"),
+    }
     demo.sim.shutdown();
     let _ = accept.await;
     Ok(())
