@@ -590,3 +590,185 @@ async fn the_running_worker_answers_from_its_own_gateway_view() {
         .unwrap()
         .unwrap();
 }
+
+/// Every simulated REST answer parses as the twilight model it stands for,
+/// successes carry bucket headers and no scope, and a `shared` 429 is
+/// retried by twilight too.
+#[tokio::test]
+async fn simulated_rest_is_discord_shaped() {
+    use twilight_model::id::Id;
+
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    sim.add_guild(rest::demo_guild());
+    let http =
+        discord::build_client(&sim.token(), Some(&sim.api_url()), Duration::from_secs(10)).unwrap();
+    let g = Id::new(G);
+
+    let guild = tokio::time::timeout(WAIT, async {
+        http.guild(g).await.unwrap().model().await.unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(guild.owner_id.get(), 1000);
+    assert_eq!(guild.roles.len(), 1);
+    let roles = tokio::time::timeout(WAIT, async {
+        http.roles(g).await.unwrap().models().await.unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(roles[0].id.get(), G);
+    let role = tokio::time::timeout(WAIT, async {
+        http.role(g, Id::new(G))
+            .await
+            .unwrap()
+            .model()
+            .await
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(role.name, "@everyone");
+    let channels = tokio::time::timeout(WAIT, async {
+        http.guild_channels(g)
+            .await
+            .unwrap()
+            .models()
+            .await
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let locked = channels.iter().find(|c| c.id.get() == 4001).unwrap();
+    assert_eq!(locked.permission_overwrites.as_ref().unwrap().len(), 1);
+    let full = tokio::time::timeout(WAIT, async {
+        http.channel(Id::new(4002))
+            .await
+            .unwrap()
+            .model()
+            .await
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        (full.user_limit, full.guild_id.map(|g| g.get())),
+        (Some(1), Some(G))
+    );
+    let member = tokio::time::timeout(WAIT, async {
+        http.guild_member(g, Id::new(3001))
+            .await
+            .unwrap()
+            .model()
+            .await
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(member.user.id.get(), 3001);
+    let vs = tokio::time::timeout(WAIT, async {
+        http.user_voice_state(g, Id::new(3003))
+            .await
+            .unwrap()
+            .model()
+            .await
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(vs.channel_id.map(|c| c.get()), Some(4002));
+    let err = tokio::time::timeout(WAIT, async {
+        http.user_voice_state(g, Id::new(3001)).await.unwrap_err()
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(err.kind(), twilight_http::error::ErrorType::Response { status, .. } if status.get() == 404)
+    );
+
+    let raw = reqwest::Client::new()
+        .get(format!("{}/api/v10/channels/4000", sim.api_url()))
+        .header("authorization", format!("Bot {}", sim.token()))
+        .timeout(WAIT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status().as_u16(), 200);
+    assert!(raw.headers().contains_key("x-ratelimit-bucket"));
+    assert!(
+        !raw.headers().contains_key("x-ratelimit-scope"),
+        "Discord sends no scope on a success"
+    );
+    let unauthorized = reqwest::Client::new()
+        .get(format!("{}/api/v10/channels/4000", sim.api_url()))
+        .header("authorization", "Bot wrong")
+        .timeout(WAIT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthorized.status().as_u16(), 401);
+
+    sim.rest_fault(
+        Some(RestRoute::Channel),
+        RestFault::RateLimited {
+            retry_after_ms: 1000,
+            scope: RateLimitScope::Shared,
+        },
+        Some(1),
+    );
+    let before = sim.rest_requests(RestRoute::Channel);
+    tokio::time::timeout(WAIT, async { http.channel(Id::new(4000)).await.unwrap() })
+        .await
+        .unwrap();
+    assert_eq!(
+        sim.rest_requests(RestRoute::Channel),
+        before + 2,
+        "429 then success"
+    );
+}
+
+/// `--rejoin-max-inflight`: a check beyond the limit is answered at once.
+#[tokio::test]
+async fn checks_beyond_max_inflight_are_refused_at_once() {
+    let w = world(
+        RejoinConfig {
+            max_inflight: 1,
+            discord_timeout_ms: 5000,
+            ..RejoinConfig::default()
+        },
+        RejoinEdgeConfig {
+            rate_per_minute: 0,
+            ..RejoinEdgeConfig::default()
+        },
+    )
+    .await;
+    // The first check hangs on a slow Discord (released when the test ends).
+    w.sim
+        .rest_fault(None, RestFault::Slow { delay_ms: 3000 }, Some(3));
+    let first = {
+        let url = w.url.clone();
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(&url)
+                .header("authorization", format!("Bearer {}", token(3002)))
+                .json(&json!({"guildId": G.to_string(), "channelId": "4000"}))
+                .timeout(WAIT)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    // Wait (bounded) until it is in flight.
+    tokio::time::timeout(WAIT, async {
+        while w.checker.metrics().inflight.get() < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("first check in flight");
+    let v = w.expect(3001, 4000, 502, Some("discord_error")).await;
+    assert!(v["message"].as_str().unwrap().contains("too many"), "{v}");
+    assert_eq!(w.checker.metrics().busy.get(), 1);
+    first.abort();
+}
