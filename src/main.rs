@@ -6,6 +6,9 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod compose;
+mod edge_cmd;
+
 #[derive(Parser)]
 #[command(
     name = "voicewatch",
@@ -33,15 +36,15 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Gateway worker: Discord shards → signed voice events on NATS.
-    Worker(Placeholder),
+    Worker(Box<voicewatch_gateway_worker::Args>),
     /// WebSocket edge: events from NATS → authenticated browsers.
-    Edge(Placeholder),
+    Edge(Box<edge_cmd::EdgeCmd>),
     /// Worker and edge in one process on the in-process bus (one machine).
     Standalone(Placeholder),
     /// The demo: simulator, worker, edge and demo page in one process.
     Demo(Placeholder),
     /// Discord gateway and REST simulator (for tests, demos and load).
-    Simulate(Placeholder),
+    Simulate(voicewatch_tests::sim::cli::SimulateArgs),
 }
 
 /// Options of a subcommand that is still being built.
@@ -60,17 +63,37 @@ fn init_tracing(filter: &str, format: LogFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One readable line (with causes) rather than a backtrace.
+            eprintln!("voicewatch: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     init_tracing(&cli.log, cli.log_format)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Worker(_)
-            | Command::Edge(_)
-            | Command::Standalone(_)
-            | Command::Demo(_)
-            | Command::Simulate(_) => anyhow::bail!("this subcommand is not built yet"),
+            Command::Worker(args) => {
+                let bus = compose::connect_nats(args.nats.clone()).await?;
+                voicewatch_gateway_worker::run(&args, bus, voicewatch_ws_edge::shutdown_signal())
+                    .await?;
+                Ok(())
+            }
+            Command::Simulate(args) => {
+                voicewatch_tests::sim::cli::run(args, voicewatch_ws_edge::shutdown_signal())
+                    .await?;
+                Ok(())
+            }
+            Command::Edge(cmd) => edge_cmd::run(*cmd).await,
+            Command::Standalone(_) | Command::Demo(_) => {
+                anyhow::bail!("this subcommand is not built yet")
+            }
         }
     })
 }
