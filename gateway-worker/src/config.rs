@@ -82,6 +82,10 @@ pub struct Args {
     /// or 1 when the shard count is configured and Discord cannot be asked.
     #[arg(long, env = "VOICEWATCH_WORKER_IDENTIFY_CONCURRENCY")]
     pub identify_concurrency: Option<u16>,
+
+    /// Limits of the rejoin check (`docs/rejoin.md`).
+    #[command(flatten)]
+    pub rejoin: crate::rejoin::RejoinConfig,
 }
 
 impl Args {
@@ -114,6 +118,7 @@ impl Args {
             identify_interval_ms: 5000,
             identify_concurrency: None,
             publish_timeout_ms: 2000,
+            rejoin: crate::rejoin::RejoinConfig::default(),
         }
     }
 }

@@ -18,7 +18,6 @@ use twilight_model::gateway::payload::incoming::GuildCreate;
 use crate::config::Args;
 use crate::metrics::Metrics;
 use crate::queue::SpacedQueue;
-use crate::rejoin::VoiceOccupancy;
 use crate::state::{SavedSession, ShardState, StateStore};
 use crate::tracker::{Change, Tracker};
 
@@ -84,8 +83,8 @@ struct Ctx {
     shard_states: Vec<AtomicU8>,
     save_interval: Duration,
     stopping: AtomicBool,
-    /// Who is in which voice channel, for the rejoin check's user limits.
-    occupancy: Arc<VoiceOccupancy>,
+    /// Voice occupancy for the rejoin check's user limits.
+    voice: Arc<crate::rejoin::VoiceOccupancy>,
 }
 
 pub struct Worker;
@@ -122,19 +121,9 @@ impl Worker {
             shard_states: (0..shards).map(|_| AtomicU8::new(DISCONNECTED)).collect(),
             save_interval: args.save_interval(),
             stopping: AtomicBool::new(false),
-            occupancy: Arc::new(VoiceOccupancy::new()),
+            voice: Arc::new(crate::rejoin::VoiceOccupancy::new()),
         });
         let saved = restore_states(ctx.store.load_all()?, shards);
-        for s in &saved {
-            for (guild, voice) in &s.tracker.guilds {
-                // Restored, not confirmed: the rejoin check must not trust it yet.
-                ctx.occupancy.replace_guild(
-                    *guild,
-                    voice.users.iter().map(|(u, e)| (*u, e.channel)),
-                    true,
-                );
-            }
-        }
         let queue = SpacedQueue::new(concurrency, args.identify_interval());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
@@ -203,10 +192,10 @@ impl WorkerHandle {
         self.ctx.metrics.clone()
     }
 
-    /// Voice occupancy kept by the shards: the [`crate::rejoin::GatewayView`]
-    /// for the rejoin check.
-    pub fn occupancy(&self) -> Arc<VoiceOccupancy> {
-        self.ctx.occupancy.clone()
+    /// Who is in which voice channel, as the shards see it (for the rejoin
+    /// check).
+    pub fn voice(&self) -> Arc<crate::rejoin::VoiceOccupancy> {
+        self.ctx.voice.clone()
     }
 
     /// Every shard active and the sink connected.
@@ -349,6 +338,7 @@ async fn run_shard(
 ) {
     let id = shard.id().number();
     let label = [("shard", id.to_string())];
+    ctx.voice.sync_all(&tracker);
     let mut save_tick = tokio::time::interval(ctx.save_interval);
     save_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut saved_seq: Option<(String, u64)> = None;
@@ -432,6 +422,12 @@ fn handle_event(
     event: Event,
 ) -> Vec<Change> {
     let m = &ctx.metrics;
+    // A guild whose whole voice map changed (snapshot, outage, removal).
+    let touched = match &event {
+        Event::GuildCreate(gc) => Some(gc.id().get()),
+        Event::GuildDelete(gd) => Some(gd.id.get()),
+        _ => None,
+    };
     let out = match event {
         Event::Ready(r) => {
             m.gateway_event("READY");
@@ -440,15 +436,8 @@ fn handle_event(
                 guilds = r.guilds.len(),
                 "identified (fresh session)"
             );
-            let before: Vec<u64> = tracker.guilds.keys().copied().collect();
             tracker.ready(r.guilds.iter().map(|g| g.id.get()));
-            for g in before {
-                if tracker.is_tracked(g) {
-                    ctx.occupancy.set_stale(g);
-                } else {
-                    ctx.occupancy.remove_guild(g);
-                }
-            }
+            ctx.voice.sync_all(tracker);
             set_state(ctx, id, ACTIVE, label);
             Vec::new()
         }
@@ -461,21 +450,15 @@ fn handle_event(
         Event::GuildCreate(gc) => {
             m.gateway_event("GUILD_CREATE");
             match *gc {
-                GuildCreate::Available(g) => {
-                    let changes = tracker.guild_create(
-                        g.id.get(),
-                        g.voice_states.iter().filter_map(|v| {
-                            v.channel_id
-                                .map(|c| (v.user_id.get(), c.get(), v.session_id.as_str()))
-                        }),
-                    );
-                    let map = tracker.voice_map(g.id.get());
-                    ctx.occupancy.replace_guild(g.id.get(), map, false);
-                    changes
-                }
+                GuildCreate::Available(g) => tracker.guild_create(
+                    g.id.get(),
+                    g.voice_states.iter().filter_map(|v| {
+                        v.channel_id
+                            .map(|c| (v.user_id.get(), c.get(), v.session_id.as_str()))
+                    }),
+                ),
                 GuildCreate::Unavailable(u) => {
                     tracker.guild_unavailable(u.id.get());
-                    ctx.occupancy.set_stale(u.id.get());
                     Vec::new()
                 }
             }
@@ -484,25 +467,21 @@ fn handle_event(
             m.gateway_event("GUILD_DELETE");
             if gd.unavailable == Some(true) {
                 tracker.guild_unavailable(gd.id.get());
-                ctx.occupancy.set_stale(gd.id.get());
             } else {
                 tracing::info!(shard = id, guild = gd.id.get(), "removed from guild");
                 tracker.guild_removed(gd.id.get());
-                ctx.occupancy.remove_guild(gd.id.get());
             }
             Vec::new()
         }
         Event::VoiceStateUpdate(v) => {
             m.gateway_event("VOICE_STATE_UPDATE");
             match v.0.guild_id {
-                Some(g) => {
-                    let channel = v.0.channel_id.map(|c| c.get());
-                    if tracker.is_tracked(g.get()) {
-                        ctx.occupancy
-                            .voice_update(g.get(), v.0.user_id.get(), channel);
-                    }
-                    tracker.voice_update(g.get(), v.0.user_id.get(), channel, &v.0.session_id)
-                }
+                Some(g) => tracker.voice_update(
+                    g.get(),
+                    v.0.user_id.get(),
+                    v.0.channel_id.map(|c| c.get()),
+                    &v.0.session_id,
+                ),
                 None => Vec::new(),
             }
         }
@@ -545,6 +524,12 @@ fn handle_event(
     m.users_in_voice
         .get_or_create(label)
         .set(tracker.users_in_voice() as i64);
+    if let Some(guild) = touched {
+        ctx.voice.sync_guild(guild, tracker);
+    }
+    for c in &out {
+        ctx.voice.voice_update(c.guild, c.user, c.channel);
+    }
     out
 }
 
@@ -688,7 +673,7 @@ pub async fn run(
     let keyring = voicewatch_protocol::Keyring::parse(&args.hmac_keys)
         .map_err(|e| WorkerError::Config(format!("VOICEWATCH_HMAC_KEYS: {e}")))?;
     let sink = Arc::new(crate::sink::BusSink::new(
-        bus,
+        bus.clone(),
         keyring,
         voicewatch_bus::OutboxConfig {
             capacity: args.nats.outbox_size.max(1),
@@ -699,6 +684,9 @@ pub async fn run(
     let store = Arc::new(crate::state::FileStateStore::new(&args.state_dir)?);
     let mut handle = Worker::start(args, sink, store).await?;
     tracing::info!(listen = %handle.addr(), shards = handle.shard_count(), "worker running");
+    let rejoin = crate::rejoin::start(args, bus, handle.voice(), handle.metrics().rejoin.clone())
+        .map_err(|e| WorkerError::Config(e.to_string()))?;
+    let _stop_rejoin = AbortOnDrop(rejoin);
     tokio::select! {
         () = shutdown => {
             tracing::info!("shutting down: closing shards resumably and saving state");
@@ -706,6 +694,15 @@ pub async fn run(
             Ok(())
         }
         () = handle.wait() => Err(WorkerError::Config("every shard closed fatally (bad token or intents?)".into())),
+    }
+}
+
+/// Stops a task when the owner returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

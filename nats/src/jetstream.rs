@@ -93,6 +93,11 @@ struct Inner {
     /// Highest sequence seen in the current epoch; a lower one in an ack
     /// means the stream was recreated behind our back.
     high_water: AtomicU64,
+    /// When (ms since `started`) a sequence regression last made us look
+    /// at the stream: concurrent publishers see acks out of order, so
+    /// regressions are checked at most once a second.
+    last_regression_check: AtomicU64,
+    started: std::time::Instant,
     /// Bumped after a reconnect (and re-provisioning) or a slow-consumer
     /// drop: live subscriptions refill from the stream.
     resync: watch::Sender<u64>,
@@ -152,6 +157,8 @@ impl NatsBus {
             args,
             epoch: AtomicU64::new(0),
             high_water: AtomicU64::new(0),
+            last_regression_check: AtomicU64::new(0),
+            started: std::time::Instant::now(),
             resync: watch::channel(0).0,
             connected: watch::channel(true).0,
             kv: OnceCell::new(),
@@ -465,7 +472,16 @@ impl Bus for NatsBus {
             _ => unavailable(e),
         })?;
         if ack.sequence < inner.high_water.load(Ordering::SeqCst) {
-            inner.stream_info().await?;
+            let now = inner.started.elapsed().as_millis() as u64;
+            let last = inner.last_regression_check.load(Ordering::SeqCst);
+            if now.saturating_sub(last) >= 1000
+                && inner
+                    .last_regression_check
+                    .compare_exchange(last, now, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
+                inner.stream_info().await?;
+            }
         } else {
             inner.high_water.fetch_max(ack.sequence, Ordering::SeqCst);
         }
@@ -605,6 +621,7 @@ impl Bus for NatsBus {
     }
 
     async fn kv_get(&self, key: &str) -> Result<Option<Bytes>, BusError> {
+        crate::validate_kv_key(key)?;
         let store = self.kv().await?;
         tokio::time::timeout(self.inner.args.nats_timeout, store.get(key))
             .await
@@ -613,6 +630,7 @@ impl Bus for NatsBus {
     }
 
     async fn kv_put(&self, key: &str, value: Bytes) -> Result<(), BusError> {
+        crate::validate_kv_key(key)?;
         let store = self.kv().await?;
         tokio::time::timeout(self.inner.args.nats_timeout, store.put(key, value))
             .await
@@ -652,8 +670,8 @@ struct LiveSub {
     /// Sequence of the last event delivered (or skipped as foreign); every
     /// stored event of the guild up to it has been dealt with.
     last: u64,
-    /// `Nats-Time-Stamp` of the last delivered live message.
-    last_ts: Option<String>,
+    /// `Nats-Time-Stamp` (unix ns) of the last delivered live message.
+    last_ts: Option<i128>,
     queue: std::collections::VecDeque<Delivery>,
     needs_refill: bool,
 }
@@ -705,11 +723,15 @@ impl LiveSub {
         let prev = header(H_LAST_SEQUENCE)
             .and_then(|s| s.parse::<u64>().ok())
             .unwrap_or(0);
-        let ts = header("Nats-Time-Stamp");
+        let ts = header("Nats-Time-Stamp").and_then(|t| {
+            time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339)
+                .ok()
+                .map(|t| t.unix_timestamp_nanos())
+        });
         if seq <= self.last {
             // Normally a message already refilled from the stream; but a
             // newer timestamp with a lower sequence is a recreated stream.
-            let newer = matches!((&ts, &self.last_ts), (Some(t), Some(l)) if t > l);
+            let newer = matches!((ts, self.last_ts), (Some(t), Some(l)) if t > l);
             if newer && let Ok(info) = self.inner.stream_info().await {
                 let epoch = epoch_of(&info);
                 if epoch != self.epoch {

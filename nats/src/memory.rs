@@ -392,10 +392,12 @@ impl Bus for MemoryBus {
     }
 
     async fn kv_get(&self, key: &str) -> Result<Option<Bytes>, BusError> {
+        crate::validate_kv_key(key)?;
         Ok(self.state.lock().kv.get(key).cloned())
     }
 
     async fn kv_put(&self, key: &str, value: Bytes) -> Result<(), BusError> {
+        crate::validate_kv_key(key)?;
         self.state.lock().kv.insert(key.to_owned(), value);
         Ok(())
     }

@@ -423,6 +423,15 @@ async fn key_value(h: &dyn Harness) {
         bus.kv_get(&key).await.unwrap(),
         Some(Bytes::from_static(b"two"))
     );
+    for bad in ["", "a b", "shard:0", ".x", "*"] {
+        assert!(
+            matches!(
+                bus.kv_put(bad, Bytes::new()).await,
+                Err(BusError::Config(_))
+            ),
+            "{bad:?}"
+        );
+    }
 }
 
 // ------------------------------------------------------------- harnesses

@@ -53,3 +53,33 @@ fn smoke_against_nats_server_websocket() {
     check(&r, 300);
     assert!(start.elapsed() < Duration::from_secs(60));
 }
+
+/// The `voicewatch` binary: `$VOICEWATCH_BIN` (scripts/test sets it), else
+/// the workspace's debug build.
+fn voicewatch_bin() -> String {
+    if let Ok(p) = std::env::var("VOICEWATCH_BIN") {
+        return p;
+    }
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/voicewatch");
+    assert!(
+        p.is_file(),
+        "{} not found: run `cargo build --bin voicewatch` or set VOICEWATCH_BIN",
+        p.display()
+    );
+    p.display().to_string()
+}
+
+#[test]
+fn smoke_against_our_edge() {
+    let start = std::time::Instant::now();
+    // Two edges behind the harness's round-robin, a private nats-server
+    // with JetStream, events signed with the contract's HMAC.
+    let bin = voicewatch_bin();
+    let r = run_smoke(
+        "edge",
+        &["--workers", "2", "--servers", "2", "--edge-bin", &bin],
+    );
+    check(&r, 300);
+    assert_eq!(r["bad_frames"].as_u64(), Some(0), "{r:#}");
+    assert!(start.elapsed() < Duration::from_secs(60));
+}

@@ -298,7 +298,7 @@ async fn health_ready_and_metrics() {
     );
     assert!(w.is_ready());
     let mut occupants = w
-        .occupancy()
+        .voice()
         .occupants(G, 4001)
         .expect("occupancy known after GUILD_CREATE");
     occupants.sort_unstable();

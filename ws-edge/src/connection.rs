@@ -44,7 +44,7 @@ pub(crate) async fn serve(
     m.connections_opened.inc();
     m.connections.inc();
     let code = match slot {
-        Err((code, message)) => close(&mut socket, &st, code, message).await,
+        Err((code, message)) => Box::pin(close(&mut socket, &st, code, message)).await,
         Ok(slot) => {
             let mut conn = Conn {
                 shared: Arc::clone(&slot.shared),
@@ -61,7 +61,9 @@ pub(crate) async fn serve(
             };
             let end = conn.run(&mut socket).await;
             let code = match end {
-                End::Close(code, message) => close(&mut socket, &st, code, &message).await,
+                End::Close(code, message) => {
+                    Box::pin(close(&mut socket, &st, code, &message)).await
+                }
                 End::PeerClosed(code) => {
                     // Lets tungstenite write its close reply.
                     let _ = timeout(st.close_timeout(), socket.recv()).await;
@@ -128,7 +130,9 @@ const WRITE_BATCH: usize = 64;
 
 impl Conn<'_> {
     async fn run(&mut self, socket: &mut WebSocket) -> End {
-        match self.authenticate(socket).await {
+        // Boxed: the auth path (replay, bus calls) is large and runs once;
+        // an idle connection keeps only the live loop's state.
+        match Box::pin(self.authenticate(socket)).await {
             Ok(()) => self.live(socket).await,
             Err(end) => end,
         }
@@ -205,10 +209,6 @@ impl Conn<'_> {
         self.send(socket, Message::Text(f.text.clone())).await?;
         self.last_cursor = f.cursor;
         self.st.metrics.events_delivered.inc();
-        self.st
-            .metrics
-            .fanout_latency
-            .observe(f.received.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -290,7 +290,18 @@ impl Conn<'_> {
                         return Err(unavailable());
                     }
                 };
+                // The position after the replay: the head, or the last
+                // replayed event if the bus read past its head.
+                let mut position = replay.head;
                 for d in &replay.events {
+                    let same_epoch = d.cursor.epoch == after.epoch;
+                    if same_epoch && d.cursor.seq <= after.seq {
+                        self.st.metrics.dropped("duplicate");
+                        continue;
+                    }
+                    if d.cursor.epoch == position.epoch && d.cursor.seq > position.seq {
+                        position = d.cursor;
+                    }
                     if !self.guilds.contains(&d.event.guild_id()) {
                         self.st.metrics.dropped("wrong_guild");
                         continue;
@@ -304,7 +315,7 @@ impl Conn<'_> {
                     let Some(frame) = EventFrame::new(d, &ev, std::time::Instant::now()) else {
                         continue;
                     };
-                    self.send(socket, Message::Text(frame.text)).await?;
+                    self.send(socket, Message::Text(frame.text.clone())).await?;
                     self.st.metrics.replayed_events.inc();
                 }
                 self.st.metrics.resume(if replay.recovered {
@@ -312,7 +323,7 @@ impl Conn<'_> {
                 } else {
                     "not_recovered"
                 });
-                (replay.head, replay.recovered)
+                (position, replay.recovered)
             }
             other => {
                 if matches!(other, Some(Err(_))) {
@@ -411,7 +422,9 @@ impl Conn<'_> {
                     Ok(Some(ClientFrame::Ping)) => {
                         self.send(socket, Message::Text(frames::PONG)).await
                     }
-                    Ok(Some(ClientFrame::Auth { token, .. })) => self.refresh(socket, &token).await,
+                    Ok(Some(ClientFrame::Auth { token, .. })) => {
+                        Box::pin(self.refresh(socket, &token)).await
+                    }
                 },
                 _ = std::future::ready(()), if more => Ok(()),
                 _ = self.shared.data.notified() => Ok(()),
@@ -438,4 +451,28 @@ impl Conn<'_> {
             }
         }
     }
+}
+
+/// Sizes of the per-connection state, for memory checks (`rss_edge`).
+pub(crate) fn sizes() -> Vec<(&'static str, usize)> {
+    fn ret<A, B, C, Fut>(_: fn(A, B, C) -> Fut) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+    vec![
+        ("serve future", ret(serve)),
+        ("WebSocket", std::mem::size_of::<WebSocket>()),
+        ("ConnShared", std::mem::size_of::<ConnShared>()),
+        ("Sleep", std::mem::size_of::<tokio::time::Sleep>()),
+        (
+            "Notified",
+            std::mem::size_of::<tokio::sync::futures::Notified<'static>>(),
+        ),
+        (
+            "Cancelled",
+            std::mem::size_of::<tokio_util::sync::WaitForCancellationFuture<'static>>(),
+        ),
+        ("Conn", std::mem::size_of::<Conn<'static>>()),
+        ("End", std::mem::size_of::<End>()),
+        ("Message", std::mem::size_of::<Message>()),
+    ]
 }

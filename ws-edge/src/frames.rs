@@ -2,12 +2,15 @@
 //! edge into an [`EventFrame`]; every connection of its guild queues the same
 //! `Arc` and writes the same bytes.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::ws::Utf8Bytes;
 use voicewatch_bus::Delivery;
 use voicewatch_protocol::frame::{PING_JSON, PONG_JSON};
 use voicewatch_protocol::{CloseCode, Cursor, ServerFrame, Snowflake, VoiceEvent};
+
+use crate::metrics::Metrics;
 
 pub const PING: Utf8Bytes = Utf8Bytes::from_static(PING_JSON);
 pub const PONG: Utf8Bytes = Utf8Bytes::from_static(PONG_JSON);
@@ -20,6 +23,19 @@ pub struct EventFrame {
     pub user: Snowflake,
     /// When the edge received it from the bus (fan-out latency).
     pub received: Instant,
+    /// Live frames observe the fan-out latency when the last connection
+    /// lets go of them (written, or discarded by a closing connection):
+    /// one observation per event, nothing per delivery.
+    latency: Option<Arc<Metrics>>,
+}
+
+impl Drop for EventFrame {
+    fn drop(&mut self) {
+        if let Some(m) = &self.latency {
+            m.fanout_latency
+                .observe(self.received.elapsed().as_secs_f64());
+        }
+    }
 }
 
 impl EventFrame {
@@ -33,7 +49,14 @@ impl EventFrame {
             cursor: delivery.cursor,
             user: event.user_id,
             received,
+            latency: None,
         })
+    }
+
+    /// Marks a live frame: its drop records the fan-out latency.
+    pub fn observed(mut self, metrics: Arc<Metrics>) -> Self {
+        self.latency = Some(metrics);
+        self
     }
 
     pub fn len(&self) -> usize {

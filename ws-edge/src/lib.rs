@@ -280,6 +280,12 @@ async fn metrics_text(State(st): State<Arc<EdgeState>>) -> impl IntoResponse {
     )
 }
 
+/// Sizes of per-connection structures (memory checks).
+#[doc(hidden)]
+pub fn debug_sizes() -> Vec<(&'static str, usize)> {
+    connection::sizes()
+}
+
 /// Resolves on SIGTERM or Ctrl-C (the binary drains on it).
 pub async fn shutdown_signal() {
     #[cfg(unix)]

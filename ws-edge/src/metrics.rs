@@ -129,7 +129,7 @@ impl Metrics {
         );
         r.register(
             "fanout_latency_seconds",
-            "From bus receipt to written to the socket",
+            "From bus receipt of an event until every connection of its guild wrote (or discarded) it",
             m.fanout_latency.clone(),
         );
         r.register(

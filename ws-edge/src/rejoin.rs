@@ -80,7 +80,8 @@ impl Default for RejoinEdgeConfig {
     }
 }
 
-/// Metrics of the edge side (prefix `voicewatch_edge_rejoin_`).
+/// Metrics of the edge side (`voicewatch_edge_rejoin_*` in the edge's
+/// registry).
 #[derive(Debug, Clone, Default)]
 pub struct RejoinEdgeMetrics {
     /// Answers by outcome: `ok`, the contract's error codes, `bad_request`.
@@ -92,7 +93,7 @@ pub struct RejoinEdgeMetrics {
 
 impl RejoinEdgeMetrics {
     pub fn register(&self, registry: &mut Registry) {
-        let r = registry.sub_registry_with_prefix("voicewatch_edge_rejoin");
+        let r = registry.sub_registry_with_prefix("rejoin");
         r.register(
             "requests",
             "Rejoin checks answered, by outcome",

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use futures::SinkExt;
@@ -772,10 +773,142 @@ async fn health_ready_metrics() {
 #[tokio::test]
 async fn drain_moves_clients_to_another_edge_without_loss() {
     let bus = TestBus::new();
+    drain_scenario(bus.clone(), bus.clone(), bus).await;
+}
+
+/// Two edges, each with its own connection to a real nats-server (JetStream),
+/// as two processes would be.
+#[tokio::test]
+async fn drain_moves_clients_without_loss_on_nats() {
+    use voicewatch_bus::testkit::NatsServer;
+    use voicewatch_bus::{NatsArgs, NatsBus};
+    let server = tokio::task::spawn_blocking(NatsServer::start)
+        .await
+        .unwrap();
+    let connect = || async {
+        let b: Arc<dyn Bus> = Arc::new(
+            NatsBus::connect(NatsArgs::new([server.url()]))
+                .await
+                .unwrap(),
+        );
+        b
+    };
+    let (a, b, p) = (connect().await, connect().await, connect().await);
+    drain_scenario(a, b, p).await;
+}
+
+#[tokio::test]
+async fn nats_events_isolation_signatures_and_resume() {
+    use voicewatch_bus::testkit::NatsServer;
+    use voicewatch_bus::{NatsArgs, NatsBus};
+    let server = tokio::task::spawn_blocking(NatsServer::start)
+        .await
+        .unwrap();
+    let bus: Arc<dyn Bus> = Arc::new(
+        NatsBus::connect(NatsArgs::new([server.url()]))
+            .await
+            .unwrap(),
+    );
+    let edge = start(args(), bus.clone()).await;
+    let (mut a, _) = client(&edge, 1, &[2000]).await;
+    let (mut b, _) = client(&edge, 2, &[2001]).await;
+    let forged = SignedEvent::seal(
+        &event(2000, 1, 1, 0),
+        &voicewatch_protocol::Keyring::parse("k1=other").unwrap(),
+        now_ms(),
+    );
+    bus.publish(&forged).await.unwrap();
+    let c2 = bus
+        .publish(&seal(&event(2000, 1, 2, 0)))
+        .await
+        .unwrap()
+        .cursor;
+    bus.publish(&seal(&event(2001, 1, 3, 0))).await.unwrap();
+    let f = a.frame().await;
+    assert_eq!(
+        (event_n(&f), f["cursor"].as_str().unwrap()),
+        (2, c2.to_string().as_str())
+    );
+    assert_eq!(event_n(&b.frame().await), 3);
+    assert_eq!(
+        metric(
+            &edge,
+            "voicewatch_edge_events_dropped_total{reason=\"signature_mismatch\"}"
+        ),
+        1.0
+    );
+    drop(a);
+    bus.publish(&seal(&event(2000, 1, 4, 0))).await.unwrap();
+    bus.publish(&seal(&event(2000, 1, 5, 0))).await.unwrap();
+    let mut a = Client::connect(&edge.ws_url()).await;
+    a.send_auth(&token(1, &[2000]), Some(&c2.to_string()), None)
+        .await;
+    assert_eq!(event_n(&a.frame().await), 4);
+    assert_eq!(event_n(&a.frame().await), 5);
+    let ack = a.frame().await;
+    assert_eq!(ack["recovered"], true);
+    bus.publish(&seal(&event(2000, 1, 6, 0))).await.unwrap();
+    assert_eq!(event_n(&a.frame().await), 6);
+}
+
+#[tokio::test]
+async fn drain_moves_clients_without_loss_on_memory_bus() {
+    let bus: Arc<dyn Bus> = Arc::new(voicewatch_bus::MemoryBus::default());
+    drain_scenario(bus.clone(), bus.clone(), bus).await;
+}
+
+#[tokio::test]
+async fn memory_bus_resume_outcomes() {
+    let bus: Arc<dyn Bus> = Arc::new(voicewatch_bus::MemoryBus::new(
+        voicewatch_bus::MemoryBusConfig {
+            history_per_guild: 3,
+            ..Default::default()
+        },
+    ));
+    let edge = start(args(), bus.clone()).await;
+    let first = bus
+        .publish(&seal(&event(2000, 1, 1, 0)))
+        .await
+        .unwrap()
+        .cursor;
+    bus.publish(&seal(&event(2000, 1, 2, 0))).await.unwrap();
+    bus.publish(&seal(&event(2000, 1, 3, 0))).await.unwrap();
+    // History holds 1..=3: resuming after 1 recovers 2 and 3.
+    let mut c = Client::connect(&edge.ws_url()).await;
+    c.send_auth(&token(1, &[2000]), Some(&first.to_string()), None)
+        .await;
+    assert_eq!(event_n(&c.frame().await), 2);
+    assert_eq!(event_n(&c.frame().await), 3);
+    assert_eq!(c.frame().await["recovered"], true);
+    let live = bus
+        .publish(&seal(&event(2000, 1, 4, 0)))
+        .await
+        .unwrap()
+        .cursor;
+    let f = c.frame().await;
+    assert_eq!(
+        (event_n(&f), f["cursor"].as_str().unwrap()),
+        (4, live.to_string().as_str())
+    );
+    bus.publish(&seal(&event(2000, 1, 5, 0))).await.unwrap();
+    // 1 and 2 are gone now: resuming after 1 is not recovered.
+    let mut c = Client::connect(&edge.ws_url()).await;
+    c.send_auth(&token(2, &[2000]), Some(&first.to_string()), None)
+        .await;
+    loop {
+        let f = c.frame().await;
+        if f["type"] == "ack" {
+            assert_eq!(f["recovered"], false);
+            break;
+        }
+    }
+}
+
+async fn drain_scenario(bus_a: Arc<dyn Bus>, bus_b: Arc<dyn Bus>, bus: Arc<dyn Bus>) {
     let mut a = args();
     a.drain_window_ms = 300;
-    let edge_a = start(a, bus.clone()).await;
-    let edge_b = start(args(), bus.clone()).await;
+    let edge_a = start(a, bus_a).await;
+    let edge_b = start(args(), bus_b).await;
 
     const N: u64 = 2000;
     const CLIENTS: u64 = 6;
@@ -817,7 +950,13 @@ async fn drain_moves_clients_to_another_edge_without_loss() {
                 }
             }
             assert!(moved, "client {i} was never drained");
-            assert_eq!(seen, (1..=N).collect::<Vec<_>>(), "client {i}");
+            let first_bad = seen.iter().zip(1..).position(|(s, want)| *s != want);
+            assert!(
+                first_bad.is_none() && seen.len() == N as usize,
+                "client {i}: {} events, first wrong at index {first_bad:?}: {:?}",
+                seen.len(),
+                first_bad.map(|b| &seen[b.saturating_sub(3)..(b + 3).min(seen.len())])
+            );
         }));
     }
     for _ in 0..CLIENTS {
@@ -827,7 +966,7 @@ async fn drain_moves_clients_to_another_edge_without_loss() {
         let bus = bus.clone();
         tokio::spawn(async move {
             for n in 1..=N {
-                bus.send(&event(2000, 1, n, 0)).await;
+                bus.publish(&seal(&event(2000, 1, n, 0))).await.unwrap();
                 if n % 4 == 0 {
                     tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                 }
@@ -868,4 +1007,121 @@ async fn drain_moves_clients_to_another_edge_without_loss() {
         ),
         CLIENTS as f64
     );
+}
+
+fn key_path(name: &str) -> std::path::PathBuf {
+    // Test-only keys, generated with openssl (see ws-edge/tests/keys).
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/keys")
+        .join(name)
+}
+
+#[tokio::test]
+async fn public_key_tokens_rs256_es256_eddsa() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let bus = TestBus::new();
+    let mut a = args();
+    a.jwt_hs256_secret = None;
+    a.jwt_public_keys = vec![
+        key_path("jwks.json"),
+        key_path("ec.pub"),
+        key_path("ed.pub"),
+    ];
+    let edge = start(a, bus.clone()).await;
+    let claims = json!({"sub":"1","guilds":["2000"],"exp": now_ms()/1000 + 60});
+    let read = |n: &str| std::fs::read(key_path(n)).unwrap();
+    let mut rs = Header::new(Algorithm::RS256);
+    rs.kid = Some("rsa-1".into());
+    let tokens = [
+        jsonwebtoken::encode(
+            &rs,
+            &claims,
+            &EncodingKey::from_rsa_pem(&read("rsa.key")).unwrap(),
+        )
+        .unwrap(),
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::ES256),
+            &claims,
+            &EncodingKey::from_ec_pem(&read("ec.key")).unwrap(),
+        )
+        .unwrap(),
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::EdDSA),
+            &claims,
+            &EncodingKey::from_ed_pem(&read("ed.key")).unwrap(),
+        )
+        .unwrap(),
+    ];
+    for t in &tokens {
+        let mut c = Client::connect(&edge.ws_url()).await;
+        c.auth(t, None).await;
+        c.close().await;
+    }
+    // HS256 is not configured on this edge; a wrong kid finds no key.
+    let mut c = Client::connect(&edge.ws_url()).await;
+    c.send_auth(&token(1, &[2000]), None, None).await;
+    c.expect_close(4001).await;
+    rs.kid = Some("other".into());
+    let wrong_kid = jsonwebtoken::encode(
+        &rs,
+        &claims,
+        &EncodingKey::from_rsa_pem(&read("rsa.key")).unwrap(),
+    )
+    .unwrap();
+    let mut c = Client::connect(&edge.ws_url()).await;
+    c.send_auth(&wrong_kid, None, None).await;
+    c.expect_close(4001).await;
+}
+
+#[tokio::test]
+async fn tls_serves_wss() {
+    let bus = TestBus::new();
+    let mut a = args();
+    a.tls_cert = Some(key_path("tls.crt"));
+    a.tls_key = Some(key_path("tls.key"));
+    let edge = start(a, bus.clone()).await;
+    assert!(edge.ws_url().starts_with("wss://"));
+
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(key_path("tls.crt")).unwrap();
+    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(edge.local_addr())
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(edge.ws_url(), tls)
+        .await
+        .unwrap();
+    let mut ws = ws;
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        json!({"v":1,"type":"auth","token":token(1,&[2000])}).to_string(),
+    ))
+    .await
+    .unwrap();
+    use futures::StreamExt;
+    let ack = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(ack.to_text().unwrap().contains("auth.ok"));
+    bus.send(&event(2000, 1, 5, 0)).await;
+    let ev = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(ev.to_text().unwrap().contains("\"n\":5"));
 }

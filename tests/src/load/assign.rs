@@ -16,6 +16,26 @@ pub fn guild_id(index: usize) -> u64 {
     GUILD_BASE + index as u64
 }
 
+/// The simulator's load guild `index` (`voicewatch_tests::sim::load::guild_id`).
+pub fn sim_guild_id(index: usize) -> u64 {
+    crate::sim::load::guild_id(index as u32)
+}
+
+/// The index of a simulator load guild id.
+pub fn sim_guild_index(id: u64) -> Option<usize> {
+    (id & ((1 << 22) - 1) == 7)
+        .then(|| (id >> 22).checked_sub(1))
+        .flatten()
+        .map(|i| i as usize)
+}
+
+pub fn guild_id_in(scheme: crate::load::config::GuildScheme, index: usize) -> u64 {
+    match scheme {
+        crate::load::config::GuildScheme::Harness => guild_id(index),
+        crate::load::config::GuildScheme::Sim => sim_guild_id(index),
+    }
+}
+
 pub fn user_id(client: usize) -> u64 {
     USER_BASE + client as u64
 }
@@ -104,6 +124,14 @@ pub fn endpoint_of(i: usize, endpoints: &[SocketAddr]) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sim_guild_ids_round_trip() {
+        for i in [0, 1, 999, 65_535] {
+            assert_eq!(sim_guild_index(sim_guild_id(i)), Some(i));
+        }
+        assert_eq!(sim_guild_index(guild_id(3)), None);
+    }
 
     #[test]
     fn even_spread_is_balanced() {

@@ -149,18 +149,25 @@ struct InFrame {
     code: Option<serde_json::Value>,
 }
 
-/// The harness's own fields inside an event: emission time and sequence.
+/// The harness's own fields inside an event (emission time and sequence),
+/// or, for events from the full path that lack them, the id and time.
 #[derive(Deserialize)]
 struct Probe {
     #[serde(default)]
     lt: Option<u64>,
     #[serde(default)]
     ls: Option<u64>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default, rename = "occurredAt")]
+    occurred_at: Option<String>,
 }
 
 struct State {
     cursor: Option<String>,
     last_seq: u64,
+    /// Hashes of the latest event ids (full path: no sequence to go by).
+    recent: std::collections::VecDeque<u64>,
     authed_before: bool,
     parser: Parser,
 }
@@ -175,6 +182,7 @@ pub async fn run(client: Client, shared: Arc<Shared>) {
     let mut st = State {
         cursor: None,
         last_seq: 0,
+        recent: std::collections::VecDeque::new(),
         authed_before: false,
         parser: Parser::default(),
     };
@@ -328,23 +336,54 @@ fn on_authed(shared: &Shared, st: &mut State, recovered: bool) {
 
 fn on_event(shared: &Shared, st: &mut State, probe: Option<Probe>, live: bool) {
     let now = mono_ns();
-    let Some(Probe {
-        lt: Some(lt),
-        ls: Some(ls),
-    }) = probe
-    else {
+    let Some(probe) = probe else {
         shared.stats.bad_frames.fetch_add(1, Relaxed);
         return;
     };
-    // One publisher, in order, per guild: a sequence number not above the
-    // last one seen is a duplicate (e.g. replayed twice around a resume).
-    if ls <= st.last_seq {
-        shared.stats.duplicates.fetch_add(1, Relaxed);
-        return;
-    }
-    st.last_seq = ls;
+    let us = match probe {
+        Probe {
+            lt: Some(lt),
+            ls: Some(ls),
+            ..
+        } => {
+            // One publisher, in order, per guild: a sequence number not above
+            // the last one seen is a duplicate (e.g. replayed twice around a
+            // resume).
+            if ls <= st.last_seq {
+                shared.stats.duplicates.fetch_add(1, Relaxed);
+                return;
+            }
+            st.last_seq = ls;
+            now.saturating_sub(lt) / 1000
+        }
+        Probe {
+            id: Some(id),
+            occurred_at,
+            ..
+        } => {
+            use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+            let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(&id);
+            if st.recent.contains(&h) {
+                shared.stats.duplicates.fetch_add(1, Relaxed);
+                return;
+            }
+            if st.recent.len() >= 64 {
+                st.recent.pop_front();
+            }
+            st.recent.push_back(h);
+            // The worker stamps occurredAt in wall-clock milliseconds.
+            let occurred = occurred_at
+                .and_then(|s| voicewatch_protocol::Timestamp::parse(&s).ok())
+                .map(|t| t.unix_millis())
+                .unwrap_or_else(unix_ms);
+            (unix_ms().saturating_sub(occurred).max(0) as u64) * 1000
+        }
+        _ => {
+            shared.stats.bad_frames.fetch_add(1, Relaxed);
+            return;
+        }
+    };
     shared.stats.received.fetch_add(1, Relaxed);
-    let us = now.saturating_sub(lt) / 1000;
     let hist = if live {
         &shared.stats.live
     } else {

@@ -66,6 +66,23 @@ pub enum Scenario {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
 #[serde(rename_all = "kebab-case")]
+pub enum EventPath {
+    Bus,
+    Full,
+}
+
+/// Which guild ids the clients use: the harness's own, or the simulator's
+/// load guilds (full path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GuildScheme {
+    #[default]
+    Harness,
+    Sim,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "kebab-case")]
 pub enum StormMode {
     /// SIGKILL: connections drop without a close frame.
     Kill,
@@ -201,6 +218,14 @@ pub struct Cli {
     /// Give up connecting after this many seconds.
     #[arg(long, env = "VOICEWATCH_LOAD_CONNECT_TIMEOUT")]
     pub connect_timeout: Option<f64>,
+    /// Where events come from: the harness publishing signed events straight
+    /// onto the bus, or the full path (simulator load mode → `voicewatch
+    /// worker` → NATS → target), both started from `--edge-bin`.
+    #[arg(long, value_enum, default_value = "bus", env = "VOICEWATCH_LOAD_PATH")]
+    pub path: EventPath,
+    /// Full path: simulated users (spread over the guilds).
+    #[arg(long, env = "VOICEWATCH_LOAD_SIM_USERS")]
+    pub sim_users: Option<u32>,
 }
 
 /// The sizes a run ends up with after scenario defaults.
@@ -217,6 +242,7 @@ pub struct Plan {
     pub workers: usize,
     pub churn_per_s: f64,
     pub storm: Option<StormMode>,
+    pub path: EventPath,
 }
 
 impl Cli {
@@ -260,6 +286,7 @@ impl Cli {
                 .churn
                 .unwrap_or(if self.scenario == Churn { 500.0 } else { 0.0 }),
             storm: (self.scenario == Storm).then_some(self.storm),
+            path: self.path,
         }
     }
 }
@@ -283,6 +310,8 @@ pub struct WorkerSpec {
     pub connect_concurrency: usize,
     pub reconnect_jitter_ms: u64,
     pub threads: usize,
+    #[serde(default)]
+    pub guild_scheme: GuildScheme,
 }
 
 /// Coordinator → worker, one a line after the spec.

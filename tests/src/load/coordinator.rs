@@ -17,9 +17,10 @@ use crate::load::assign::{Assignment, guild_id};
 use crate::load::client::new_histogram;
 use crate::load::clock::{mono_ns, unix_ms};
 use crate::load::config::{
-    Cli, Command, Plan, Scenario, Status, StormMode, Target, Targets, WorkerSpec,
+    Cli, Command, EventPath, GuildScheme, Plan, Scenario, Status, StormMode, Target, Targets,
+    WorkerSpec,
 };
-use crate::load::publisher::{PublishStats, Publisher};
+use crate::load::publisher::{self, PublishStats, Publisher};
 use crate::load::report::{Machine, Percentiles, ProcReport, Report, StormReport, TargetReport};
 use crate::load::sut::{self, EdgeOpts, Proc, ProcSample};
 
@@ -260,7 +261,13 @@ async fn run_target(
     let pub_url;
     match target {
         Target::NatsWs => {
-            let nodes = sut::start_nats(&nats_bin, dir, plan.servers, false)?;
+            let full = plan.path == EventPath::Full;
+            if full && plan.servers > 1 {
+                bail!(
+                    "the full path against nats-ws runs one nats-server (JetStream for the worker): pass --servers 1"
+                );
+            }
+            let nodes = sut::start_nats(&nats_bin, dir, plan.servers, full)?;
             pub_url = format!("nats://{}", nodes[0].client);
             for n in nodes {
                 endpoints.push(n.ws);
@@ -297,18 +304,85 @@ async fn run_target(
             ready_path = "/readyz";
         }
     }
-    for p in tier.iter().chain(infra.iter()) {
-        sut::wait_ok(
-            p.http,
-            if infra.iter().any(|i| i.name == p.name) {
-                "/healthz"
-            } else {
-                ready_path
-            },
-            Duration::from_secs(30),
-        )
-        .await
-        .with_context(|| format!("{} (log {})", p.name, p.log.display()))?;
+    for p in tier.iter_mut() {
+        sut::wait_ready(p, ready_path, Duration::from_secs(30)).await?;
+    }
+    for p in infra.iter_mut() {
+        sut::wait_ready(p, "/healthz", Duration::from_secs(30)).await?;
+    }
+    let mut sim_addr = None;
+    if plan.path == EventPath::Full {
+        if plan.scenario == Scenario::Idle {
+            bail!("idle has no events: use --path bus");
+        }
+        if !cli.edge_bin.is_file() {
+            bail!(
+                "voicewatch binary {} not found (pass --edge-bin)",
+                cli.edge_bin.display()
+            );
+        }
+        let bin = cli.edge_bin.display().to_string();
+        let sim: std::net::SocketAddr = ([127, 0, 0, 1], sut::free_port()?).into();
+        let users = cli
+            .sim_users
+            .unwrap_or((plan.guilds as u32).saturating_mul(10));
+        let p = Proc::spawn(
+            "simulator",
+            vec![
+                bin.clone(),
+                "simulate".into(),
+                "--listen".into(),
+                sim.to_string(),
+                "--load-guilds".into(),
+                plan.guilds.to_string(),
+                "--load-users".into(),
+                users.to_string(),
+            ],
+            vec![("RUST_LOG".into(), "warn".into())],
+            sim,
+            dir.join("simulator.log"),
+        )?;
+        let mut p = p;
+        sut::wait_ready(&mut p, "/control/stats", Duration::from_secs(30)).await?;
+        infra.push(p);
+        let listen: std::net::SocketAddr = ([127, 0, 0, 1], sut::free_port()?).into();
+        let env = vec![
+            (
+                "VOICEWATCH_DISCORD_TOKEN".to_owned(),
+                "sim-token".to_owned(),
+            ),
+            (
+                "VOICEWATCH_DISCORD_GATEWAY_URL".to_owned(),
+                format!("ws://{sim}"),
+            ),
+            (
+                "VOICEWATCH_DISCORD_API_URL".to_owned(),
+                format!("http://{sim}"),
+            ),
+            ("VOICEWATCH_NATS_URL".to_owned(), pub_url.clone()),
+            ("VOICEWATCH_HMAC_KEYS".to_owned(), cli.hmac_keys.clone()),
+            (
+                "VOICEWATCH_SUBJECT_PREFIX".to_owned(),
+                cli.subject_prefix.clone(),
+            ),
+            ("VOICEWATCH_STREAM".to_owned(), cli.stream.clone()),
+            ("VOICEWATCH_WORKER_LISTEN".to_owned(), listen.to_string()),
+            (
+                "VOICEWATCH_WORKER_STATE_DIR".to_owned(),
+                dir.join("worker-state").display().to_string(),
+            ),
+            ("RUST_LOG".to_owned(), "warn".to_owned()),
+        ];
+        let mut p = Proc::spawn(
+            "worker",
+            vec![bin, "worker".into()],
+            env,
+            listen,
+            dir.join("worker.log"),
+        )?;
+        sut::wait_ready(&mut p, "/readyz", Duration::from_secs(60)).await?;
+        infra.push(p);
+        sim_addr = Some((sim, users));
     }
     let mut publisher = Publisher::connect(
         &pub_url,
@@ -332,6 +406,11 @@ async fn run_target(
     // Workers.
     let assignment = Assignment::new(plan.clients, plan.guilds, plan.dist, cli.zipf_s);
     let counts = assignment.counts();
+    let guild_scheme = if plan.path == EventPath::Full {
+        GuildScheme::Sim
+    } else {
+        GuildScheme::Harness
+    };
     let guild_ids: Vec<u64> = (0..plan.guilds).map(guild_id).collect();
     let per_worker = plan.clients.div_ceil(plan.workers);
     let mut specs = Vec::new();
@@ -357,6 +436,7 @@ async fn run_target(
             connect_concurrency: cli.connect_concurrency,
             reconnect_jitter_ms: cli.reconnect_jitter_ms,
             threads: cli.worker_threads,
+            guild_scheme,
         });
         first += count;
     }
@@ -449,8 +529,29 @@ async fn run_target(
         }
         let (rate, duration) = (plan.rate, Duration::from_secs_f64(plan.duration_s));
         let gids = guild_ids.clone();
+        let (prefix, guilds) = (cli.subject_prefix.clone(), plan.guilds);
         let mut task = tokio::spawn(async move {
-            let s = publisher.run(&gids, rate, duration, None).await;
+            let s = match sim_addr {
+                None => publisher.run(&gids, rate, duration, None).await,
+                Some((sim, users)) => {
+                    let client = publisher.client();
+                    match publisher::run_full_path(
+                        client, &prefix, sim, guilds, users, rate, duration,
+                    )
+                    .await
+                    {
+                        Ok(s) => s,
+                        Err(e) => {
+                            eprintln!("  full path: {e:#}");
+                            PublishStats {
+                                errors: 1,
+                                per_guild: vec![0; guilds],
+                                ..Default::default()
+                            }
+                        }
+                    }
+                }
+            };
             (publisher, s)
         });
         let mut tick = tokio::time::interval(Duration::from_millis(500));

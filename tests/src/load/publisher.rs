@@ -66,6 +66,10 @@ impl Publisher {
         })
     }
 
+    pub fn client(&self) -> async_nats::Client {
+        self.client.clone()
+    }
+
     /// Creates the stream if nobody has (normally the edge's bus has).
     pub async fn ensure_stream(&self, name: &str) -> anyhow::Result<()> {
         let Some(js) = &self.js else { return Ok(()) };
@@ -196,6 +200,77 @@ impl Publisher {
         stats.seconds = start.elapsed().as_secs_f64();
         stats
     }
+}
+
+/// Full path: the simulator makes the changes, the worker publishes; this
+/// counts what reached the bus, per guild index, to know what each client
+/// must receive.
+pub async fn run_full_path(
+    client: async_nats::Client,
+    prefix: &str,
+    sim: std::net::SocketAddr,
+    guilds: usize,
+    users: u32,
+    rate: f64,
+    duration: Duration,
+) -> anyhow::Result<PublishStats> {
+    let mut sub = client
+        .subscribe(voicewatch_protocol::subject::stream_subjects(prefix))
+        .await
+        .map_err(|e| anyhow::anyhow!("subscribing to the bus: {e}"))?;
+    let start = Instant::now();
+    let body = serde_json::json!({
+        "guilds": guilds,
+        "users": users,
+        "rate": rate.round() as u64,
+        "durationSecs": duration.as_secs_f64(),
+    });
+    let http = reqwest::Client::builder()
+        .timeout(duration + Duration::from_secs(120))
+        .build()?;
+    let load = tokio::spawn(async move {
+        http.post(format!("http://{sim}/control/load"))
+            .json(&body)
+            .send()
+            .await
+    });
+    let mut stats = PublishStats {
+        per_guild: vec![0; guilds],
+        ..Default::default()
+    };
+    let count = |stats: &mut PublishStats, subject: &str| {
+        let guild = subject
+            .split('.')
+            .nth(2)
+            .and_then(|g| g.parse::<u64>().ok());
+        // Only the load guilds count (the simulator also has demo guilds).
+        if let Some(i) = guild.and_then(crate::load::assign::sim_guild_index)
+            && i < stats.per_guild.len()
+        {
+            stats.published += 1;
+            stats.per_guild[i] += 1;
+        }
+    };
+    tokio::pin!(load);
+    let outcome = loop {
+        tokio::select! {
+            r = &mut load => break r,
+            Some(m) = sub.next() => count(&mut stats, m.subject.as_str()),
+        }
+    };
+    match outcome {
+        Ok(Ok(resp)) if resp.status().is_success() => {}
+        Ok(Ok(resp)) => anyhow::bail!("simulator load run answered {}", resp.status()),
+        Ok(Err(e)) => anyhow::bail!("simulator load run: {e}"),
+        Err(e) => anyhow::bail!("simulator load run: {e}"),
+    }
+    // The worker publishes what the simulator dispatched last a moment later.
+    let quiet = Duration::from_secs(2);
+    while let Ok(Some(m)) = tokio::time::timeout(quiet, sub.next()).await {
+        count(&mut stats, m.subject.as_str());
+    }
+    stats.seconds = start.elapsed().as_secs_f64();
+    Ok(stats)
 }
 
 fn note_ack(stats: &mut PublishStats, ok: bool, sent: Instant) {

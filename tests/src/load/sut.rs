@@ -73,7 +73,7 @@ impl Proc {
         self.child.id()
     }
 
-    fn spawn(
+    pub fn spawn(
         name: &str,
         cmd: Vec<String>,
         env: Vec<(String, String)>,
@@ -164,6 +164,36 @@ pub async fn wait_ok(addr: SocketAddr, path: &str, timeout: Duration) -> anyhow:
         }
         if Instant::now() > end {
             bail!("{addr}{path} not ready after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits for `path` to answer 200; fails at once, with the log's tail, if
+/// the process exits first.
+pub async fn wait_ready(p: &mut Proc, path: &str, timeout: Duration) -> anyhow::Result<()> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Ok((200, _)) = http_get(p.http, path).await {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = p.child.try_wait() {
+            let log = fs::read_to_string(&p.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            bail!(
+                "{} exited ({status}) before ready; log {}:\n{}",
+                p.name,
+                p.log.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        if Instant::now() > end {
+            bail!(
+                "{} at {}{path} not ready after {timeout:?} (log {})",
+                p.name,
+                p.http,
+                p.log.display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -11,7 +11,7 @@ use rand::Rng;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{Notify, Semaphore, watch};
 
-use crate::load::assign::{Assignment, endpoint_of, guild_id, source_addr, user_id};
+use crate::load::assign::{Assignment, endpoint_of, guild_id_in, source_addr, user_id};
 use crate::load::client::{self, Client, Shared, Stats};
 use crate::load::config::{Command, Final, Status, WorkerSpec};
 
@@ -66,7 +66,7 @@ async fn run(spec: WorkerSpec) -> anyhow::Result<()> {
         kicks.push(kick.clone());
         let c = Client {
             index: i,
-            guild: guild_id(assignment.guild_of(i)),
+            guild: guild_id_in(spec.guild_scheme, assignment.guild_of(i)),
             user: user_id(i),
             endpoint,
             source: source_addr(i, spec.per_address),
