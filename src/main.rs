@@ -7,7 +7,9 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod compose;
+mod demo;
 mod edge_cmd;
+mod killable;
 
 #[derive(Parser)]
 #[command(
@@ -42,7 +44,7 @@ enum Command {
     /// Worker and edge in one process on the in-process bus (one machine).
     Standalone(Placeholder),
     /// The demo: simulator, worker, edge and demo page in one process.
-    Demo(Placeholder),
+    Demo(demo::DemoCmd),
     /// Discord gateway and REST simulator (for tests, demos and load).
     Simulate(voicewatch_tests::sim::cli::SimulateArgs),
 }
@@ -91,7 +93,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Edge(cmd) => edge_cmd::run(*cmd).await,
-            Command::Standalone(_) | Command::Demo(_) => {
+            Command::Demo(cmd) => demo::run(cmd).await,
+            Command::Standalone(_) => {
                 anyhow::bail!("this subcommand is not built yet")
             }
         }
