@@ -238,12 +238,16 @@ async fn accept_loop(
             },
         };
         let _ = tcp.set_nodelay(true);
-        let io = Killable::new(tcp, demo.kill.lock().token());
+        let armed = Arc::new(AtomicBool::new(false));
+        let io = Killable::new(tcp, demo.kill.lock().token(), Arc::clone(&armed));
         let router = router.clone();
         let demo = Arc::clone(&demo);
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(peer));
+                if req.uri().path() == "/api/ws" {
+                    armed.store(true, Ordering::Relaxed);
+                }
                 let stopped = demo.edge_stopped.load(Ordering::SeqCst);
                 let router = router.clone();
                 async move {
@@ -396,8 +400,8 @@ async fn sim_disconnect(State(demo): State<Arc<DemoState>>) -> StatusCode {
 
 async fn edge_stop(State(demo): State<Arc<DemoState>>) -> StatusCode {
     demo.edge_stopped.store(true, Ordering::SeqCst);
-    // Every connection accepted so far is cut (the WebSockets included, no
-    // close frame, as a crashed edge would); new ones get a fresh switch.
+    // Every WebSocket accepted so far is cut (no close frame, as a crashed
+    // edge would); new connections get a fresh switch.
     let mut kill = demo.kill.lock();
     kill.kill();
     *kill = KillSwitch::new();

@@ -3,6 +3,8 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -28,21 +30,25 @@ impl KillSwitch {
 
 pub struct Killable {
     inner: TcpStream,
+    /// Only armed streams are cut: the demo arms WebSocket connections, so
+    /// the HTTP request that pressed "stop" still gets its answer.
+    armed: Arc<AtomicBool>,
     /// Polled on every read and write so that a kill wakes the task that
     /// owns the stream, wherever it is waiting.
     killed: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
 impl Killable {
-    pub fn new(inner: TcpStream, token: CancellationToken) -> Self {
+    pub fn new(inner: TcpStream, token: CancellationToken, armed: Arc<AtomicBool>) -> Self {
         Self {
             inner,
+            armed,
             killed: Box::pin(token.cancelled_owned()),
         }
     }
 
     fn is_killed(&mut self, cx: &mut Context<'_>) -> bool {
-        self.killed.as_mut().poll(cx).is_ready()
+        self.killed.as_mut().poll(cx).is_ready() && self.armed.load(Ordering::Relaxed)
     }
 }
 

@@ -35,7 +35,8 @@ pub struct Args {
 
     /// Health and metrics address.
     #[arg(
-        long,
+        id = "worker_listen",
+        long = "worker-listen",
         env = "VOICEWATCH_WORKER_LISTEN",
         default_value = "127.0.0.1:9090"
     )]

@@ -900,3 +900,58 @@ async fn channel_and_guild_from_the_gateway_view_skip_rest() {
     w.expect(3001, 4002, 409, Some("channel_full")).await;
     assert_eq!(w.sim.rest_requests(RestRoute::Channel), 1);
 }
+
+/// The HTTP control surface for faults (demo panel, shell), and an API URL
+/// override given with its `/api/v10` suffix.
+#[tokio::test]
+async fn faults_over_http_and_api_url_with_suffix() {
+    use twilight_model::id::Id;
+
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    sim.add_guild(rest::demo_guild());
+    let http = discord::build_client(
+        &sim.token(),
+        Some(&format!("{}/api/v10/", sim.api_url())),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let control = reqwest::Client::new();
+    let r = control
+        .post(format!("{}/control/rest-fault", sim.api_url()))
+        .json(&json!({"route": "member", "fault": {"kind": "not_found"}, "times": 1}))
+        .timeout(WAIT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    let member = || async {
+        tokio::time::timeout(WAIT, async {
+            http.guild_member(Id::new(G), Id::new(3001)).await
+        })
+        .await
+        .unwrap()
+    };
+    let err = member().await.unwrap_err();
+    assert!(
+        matches!(err.kind(), twilight_http::error::ErrorType::Response { status, .. } if status.get() == 404),
+        "{err:?}"
+    );
+    assert!(member().await.is_ok(), "the fault was for one request");
+    control
+        .post(format!("{}/control/rest-fault", sim.api_url()))
+        .json(&json!({"fault": {"kind": "server_error"}}))
+        .timeout(WAIT)
+        .send()
+        .await
+        .unwrap();
+    assert!(member().await.is_err());
+    assert!(member().await.is_err(), "until cleared");
+    let r = control
+        .post(format!("{}/control/rest-fault/clear", sim.api_url()))
+        .timeout(WAIT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    assert!(member().await.is_ok());
+}
