@@ -4,10 +4,13 @@
 //! --help` lists them with their defaults); the names shared by every
 //! binary are those of the protocol's section 8.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 mod compose;
+mod demo;
 mod edge_cmd;
+mod killable;
+mod standalone;
 
 #[derive(Parser)]
 #[command(
@@ -40,16 +43,12 @@ enum Command {
     /// WebSocket edge: events from NATS → authenticated browsers.
     Edge(Box<edge_cmd::EdgeCmd>),
     /// Worker and edge in one process on the in-process bus (one machine).
-    Standalone(Placeholder),
+    Standalone(Box<standalone::StandaloneCmd>),
     /// The demo: simulator, worker, edge and demo page in one process.
-    Demo(Placeholder),
+    Demo(demo::DemoCmd),
     /// Discord gateway and REST simulator (for tests, demos and load).
     Simulate(voicewatch_tests::sim::cli::SimulateArgs),
 }
-
-/// Options of a subcommand that is still being built.
-#[derive(Args)]
-struct Placeholder {}
 
 fn init_tracing(filter: &str, format: LogFormat) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)?;
@@ -91,9 +90,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Edge(cmd) => edge_cmd::run(*cmd).await,
-            Command::Standalone(_) | Command::Demo(_) => {
-                anyhow::bail!("this subcommand is not built yet")
-            }
+            Command::Demo(cmd) => demo::run(cmd).await,
+            Command::Standalone(cmd) => standalone::run(*cmd).await,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every subcommand's flags are unique and well-formed (clap checks
+    /// this only when a subcommand is used, so check them all here).
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

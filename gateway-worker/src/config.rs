@@ -35,7 +35,8 @@ pub struct Args {
 
     /// Health and metrics address.
     #[arg(
-        long,
+        id = "worker_listen",
+        long = "worker-listen",
         env = "VOICEWATCH_WORKER_LISTEN",
         default_value = "127.0.0.1:9090"
     )]
@@ -82,6 +83,10 @@ pub struct Args {
     /// or 1 when the shard count is configured and Discord cannot be asked.
     #[arg(long, env = "VOICEWATCH_WORKER_IDENTIFY_CONCURRENCY")]
     pub identify_concurrency: Option<u16>,
+
+    /// Limits of the rejoin check (`docs/rejoin.md`).
+    #[command(flatten)]
+    pub rejoin: crate::rejoin::RejoinConfig,
 }
 
 impl Args {
@@ -114,6 +119,7 @@ impl Args {
             identify_interval_ms: 5000,
             identify_concurrency: None,
             publish_timeout_ms: 2000,
+            rejoin: crate::rejoin::RejoinConfig::default(),
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub dropouts_by_guild: Family<Label, Counter>,
     pub state_saves: Counter,
     pub state_save_errors: Counter,
+    /// The rejoin check's metrics (`voicewatch_worker_rejoin_*`).
+    pub rejoin: crate::rejoin::RejoinMetrics,
     dropout_guilds: Mutex<HashSet<u64>>,
     /// Dispatch received → publish acknowledged, microseconds (for p50/p99
     /// reports; the Prometheus histogram has coarse buckets).
@@ -55,6 +57,7 @@ impl Metrics {
             dropouts_by_guild: Family::default(),
             state_saves: Counter::default(),
             state_save_errors: Counter::default(),
+            rejoin: crate::rejoin::RejoinMetrics::new(),
             dropout_guilds: Mutex::new(HashSet::new()),
             latency_us: Mutex::new(new_hdr()),
             registry: Registry::default(),
@@ -115,6 +118,7 @@ impl Metrics {
             "Shard state saves that failed",
             m.state_save_errors.clone(),
         );
+        m.rejoin.register(&mut registry);
         Self { registry, ..m }
     }
 

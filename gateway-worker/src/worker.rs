@@ -83,6 +83,8 @@ struct Ctx {
     shard_states: Vec<AtomicU8>,
     save_interval: Duration,
     stopping: AtomicBool,
+    /// Voice occupancy for the rejoin check's user limits.
+    voice: Arc<crate::rejoin::VoiceOccupancy>,
 }
 
 pub struct Worker;
@@ -119,6 +121,7 @@ impl Worker {
             shard_states: (0..shards).map(|_| AtomicU8::new(DISCONNECTED)).collect(),
             save_interval: args.save_interval(),
             stopping: AtomicBool::new(false),
+            voice: Arc::new(crate::rejoin::VoiceOccupancy::new()),
         });
         let saved = restore_states(ctx.store.load_all()?, shards);
         let queue = SpacedQueue::new(concurrency, args.identify_interval());
@@ -187,6 +190,12 @@ impl WorkerHandle {
 
     pub fn metrics(&self) -> Arc<Metrics> {
         self.ctx.metrics.clone()
+    }
+
+    /// Who is in which voice channel, as the shards see it (for the rejoin
+    /// check).
+    pub fn voice(&self) -> Arc<crate::rejoin::VoiceOccupancy> {
+        self.ctx.voice.clone()
     }
 
     /// Every shard active and the sink connected.
@@ -329,6 +338,7 @@ async fn run_shard(
 ) {
     let id = shard.id().number();
     let label = [("shard", id.to_string())];
+    ctx.voice.sync_all(&tracker);
     let mut save_tick = tokio::time::interval(ctx.save_interval);
     save_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut saved_seq: Option<(String, u64)> = None;
@@ -412,6 +422,12 @@ fn handle_event(
     event: Event,
 ) -> Vec<Change> {
     let m = &ctx.metrics;
+    // A guild whose whole voice map changed (snapshot, outage, removal).
+    let touched = match &event {
+        Event::GuildCreate(gc) => Some(gc.id().get()),
+        Event::GuildDelete(gd) => Some(gd.id.get()),
+        _ => None,
+    };
     let out = match event {
         Event::Ready(r) => {
             m.gateway_event("READY");
@@ -421,6 +437,7 @@ fn handle_event(
                 "identified (fresh session)"
             );
             tracker.ready(r.guilds.iter().map(|g| g.id.get()));
+            ctx.voice.sync_all(tracker);
             set_state(ctx, id, ACTIVE, label);
             Vec::new()
         }
@@ -507,6 +524,12 @@ fn handle_event(
     m.users_in_voice
         .get_or_create(label)
         .set(tracker.users_in_voice() as i64);
+    if let Some(guild) = touched {
+        ctx.voice.sync_guild(guild, tracker);
+    }
+    for c in &out {
+        ctx.voice.voice_update(c.guild, c.user, c.channel);
+    }
     out
 }
 
@@ -650,7 +673,7 @@ pub async fn run(
     let keyring = voicewatch_protocol::Keyring::parse(&args.hmac_keys)
         .map_err(|e| WorkerError::Config(format!("VOICEWATCH_HMAC_KEYS: {e}")))?;
     let sink = Arc::new(crate::sink::BusSink::new(
-        bus,
+        bus.clone(),
         keyring,
         voicewatch_bus::OutboxConfig {
             capacity: args.nats.outbox_size.max(1),
@@ -661,6 +684,9 @@ pub async fn run(
     let store = Arc::new(crate::state::FileStateStore::new(&args.state_dir)?);
     let mut handle = Worker::start(args, sink, store).await?;
     tracing::info!(listen = %handle.addr(), shards = handle.shard_count(), "worker running");
+    let rejoin = crate::rejoin::start(args, bus, handle.voice(), handle.metrics().rejoin.clone())
+        .map_err(|e| WorkerError::Config(e.to_string()))?;
+    let _stop_rejoin = AbortOnDrop(rejoin);
     tokio::select! {
         () = shutdown => {
             tracing::info!("shutting down: closing shards resumably and saving state");
@@ -668,6 +694,15 @@ pub async fn run(
             Ok(())
         }
         () = handle.wait() => Err(WorkerError::Config("every shard closed fatally (bad token or intents?)".into())),
+    }
+}
+
+/// Stops a task when the owner returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -153,17 +153,21 @@ async fn two_workers_agree_on_ids(bus: Arc<dyn Bus>) {
         ],
         "each change once, although two workers published it"
     );
-    let m1 = w1
-        .metrics()
-        .published
-        .get_or_create(&[("type", "voice.left".to_owned())])
-        .get();
-    let m2 = w2
-        .metrics()
-        .published
-        .get_or_create(&[("type", "voice.left".to_owned())])
-        .get();
-    assert_eq!((m1, m2), (1, 1), "both workers published the leave");
+    // Both workers publish the leave; the slower one may still be on its
+    // way when the subscriber has seen the first copy.
+    let left = |w: &voicewatch_gateway_worker::WorkerHandle| {
+        w.metrics()
+            .published
+            .get_or_create(&[("type", "voice.left".to_owned())])
+            .get()
+    };
+    tokio::time::timeout(T, async {
+        while (left(&w1), left(&w2)) != (1, 1) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("both workers published the leave");
     w1.shutdown().await;
     w2.shutdown().await;
 }

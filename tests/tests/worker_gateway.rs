@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use voicewatch_gateway_worker::rejoin::GatewayView;
 use voicewatch_gateway_worker::tracker::{Change, ChangeKind};
 use voicewatch_gateway_worker::{FileStateStore, StateStore};
 use voicewatch_tests::harness::{ChannelSink, T, start_worker, until_marker, worker_args};
@@ -260,5 +261,80 @@ async fn leave_while_worker_restarts_is_delivered_once() {
         summary(&got),
         vec![(ChangeKind::Left, 3002, Some(4001), None)]
     );
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn health_ready_and_metrics() {
+    let sim = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, mut rx) = ChannelSink::new();
+    let w = start_worker(&worker_args(&sim, dir.path()), sink).await;
+    let base = format!("http://{}", w.addr());
+    let http = reqwest::Client::new();
+    let get = |path: &'static str| {
+        let http = http.clone();
+        let url = format!("{base}{path}");
+        async move {
+            let r = tokio::time::timeout(T, http.get(url).send())
+                .await
+                .unwrap()
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(get("/healthz").await.0, 200);
+    sim.wait_active(1, T).await.unwrap();
+    // The marker proves READY and GUILD_CREATE were handled.
+    assert!(
+        until_marker(&sim, &mut rx, G, MARKER, 4003)
+            .await
+            .is_empty()
+    );
+    let (code, body) = get("/readyz").await;
+    assert_eq!(
+        (code, body.trim()),
+        (200, "shards_active=1/1 bus_connected=true")
+    );
+    assert!(w.is_ready());
+    let mut occupants = w
+        .voice()
+        .occupants(G, 4001)
+        .expect("occupancy known after GUILD_CREATE");
+    occupants.sort_unstable();
+    assert_eq!(
+        occupants,
+        vec![3001, 3002],
+        "the rejoin check sees the shards' voice map"
+    );
+
+    sim.voice_update(G, 3001, None).unwrap();
+    let _ = until_marker(&sim, &mut rx, G, MARKER + 1, 4003).await;
+    let (code, m) = get("/metrics").await;
+    assert_eq!(code, 200);
+    for needle in [
+        "voicewatch_worker_shard_state{shard=\"0\"} 3",
+        "voicewatch_worker_events_published_total{type=\"voice.left\"} 1",
+        "voicewatch_worker_dropouts_total 1",
+        "voicewatch_worker_dropouts_by_guild_total{guild=\"2000\"} 1",
+        "voicewatch_worker_gateway_events_total{type=\"READY\"} 1",
+        "voicewatch_worker_publish_latency_seconds_count",
+        "voicewatch_worker_outbox_depth 0",
+        "voicewatch_worker_users_in_voice{shard=\"0\"} 3",
+    ] {
+        assert!(m.contains(needle), "{needle} missing in\n{m}");
+    }
+
+    // Not ready while the shard is away.
+    sim.close(4009);
+    sim.shutdown();
+    tokio::time::timeout(T, async {
+        while w.is_ready() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(get("/readyz").await.0, 503);
     w.shutdown().await;
 }

@@ -167,6 +167,21 @@ export class DemoApi {
     return res.status;
   }
 
+  /**
+   * `POST /api/demo/edge/stop`. A stopping edge may cut every connection it
+   * accepted, the one carrying this request included, before the 202 is
+   * written: a reset connection counts as "stopped" and the caller checks
+   * the effect (the page leaves `open`).
+   */
+  async edgeStop(): Promise<number | 'reset'> {
+    try {
+      return await this.post('/api/demo/edge/stop');
+    } catch (err) {
+      if (err instanceof TypeError) return 'reset';
+      throw err;
+    }
+  }
+
   async config(): Promise<{ guildId: string; userId: string; voice: Record<string, string | null> }> {
     const res = await fetch(`${this.baseUrl}/api/demo/config`, { signal: AbortSignal.timeout(10_000) });
     if (!res.ok) throw new Error(`/api/demo/config: HTTP ${res.status}`);

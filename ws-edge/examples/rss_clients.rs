@@ -20,6 +20,8 @@ async fn main() {
     let addr = args[1].clone();
     let n: usize = args[2].parse().unwrap();
     let conc: usize = args.get(3).map_or(256, |c| c.parse().unwrap());
+    // `one`: every connection in guild 2000 (fan-out); otherwise 100 guilds.
+    let one_guild = args.get(4).is_some_and(|m| m == "one");
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -34,7 +36,7 @@ async fn main() {
     for i in 0..n {
         let token = encode(
             &Header::default(),
-            &json!({"sub": (10_000 + i).to_string(), "guilds": [(2000 + i % 100).to_string()], "exp": exp}),
+            &json!({"sub": (10_000 + i).to_string(), "guilds": [(2000 + if one_guild { 0 } else { i % 100 }).to_string()], "exp": exp}),
             &key,
         )
         .unwrap();

@@ -290,7 +290,18 @@ impl Conn<'_> {
                         return Err(unavailable());
                     }
                 };
+                // The position after the replay: the head, or the last
+                // replayed event if the bus read past its head.
+                let mut position = replay.head;
                 for d in &replay.events {
+                    let same_epoch = d.cursor.epoch == after.epoch;
+                    if same_epoch && d.cursor.seq <= after.seq {
+                        self.st.metrics.dropped("duplicate");
+                        continue;
+                    }
+                    if d.cursor.epoch == position.epoch && d.cursor.seq > position.seq {
+                        position = d.cursor;
+                    }
                     if !self.guilds.contains(&d.event.guild_id()) {
                         self.st.metrics.dropped("wrong_guild");
                         continue;
@@ -312,7 +323,7 @@ impl Conn<'_> {
                 } else {
                     "not_recovered"
                 });
-                (replay.head, replay.recovered)
+                (position, replay.recovered)
             }
             other => {
                 if matches!(other, Some(Err(_))) {

@@ -223,9 +223,19 @@ async fn run_guild(
         }
     };
     state.send_replace(SubState::Ready);
+    // A bus may hand the same stored event over twice (a live gap refilled
+    // from the stream overlaps what already came); clients must never see
+    // one twice or out of order, so anything at or before the last cursor of
+    // this epoch is dropped.
+    let mut last: Option<voicewatch_protocol::Cursor> = None;
     while let Some(d) = stream.next().await {
         let received = Instant::now();
         metrics.events_received.inc();
+        if last.is_some_and(|l| l.epoch == d.cursor.epoch && d.cursor.seq <= l.seq) {
+            metrics.dropped("duplicate");
+            continue;
+        }
+        last = Some(d.cursor);
         let Some(event) = verifier.open(Some(guild), &d, true) else {
             continue;
         };

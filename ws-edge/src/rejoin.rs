@@ -16,6 +16,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -38,7 +39,7 @@ pub const PATH: &str = "/api/voice/rejoin";
 /// Largest accepted request body.
 pub const MAX_BODY: usize = 4096;
 
-/// Keys kept by the rate limiter before idle ones are swept.
+/// Keys kept by the rate limiter before idle ones are first swept.
 const LIMITER_SWEEP_AT: usize = 10_000;
 
 /// Limits of the edge side of the rejoin check.
@@ -80,7 +81,8 @@ impl Default for RejoinEdgeConfig {
     }
 }
 
-/// Metrics of the edge side (prefix `voicewatch_edge_rejoin_`).
+/// Metrics of the edge side (`voicewatch_edge_rejoin_*` in the edge's
+/// registry).
 #[derive(Debug, Clone, Default)]
 pub struct RejoinEdgeMetrics {
     /// Answers by outcome: `ok`, the contract's error codes, `bad_request`.
@@ -92,7 +94,7 @@ pub struct RejoinEdgeMetrics {
 
 impl RejoinEdgeMetrics {
     pub fn register(&self, registry: &mut Registry) {
-        let r = registry.sub_registry_with_prefix("voicewatch_edge_rejoin");
+        let r = registry.sub_registry_with_prefix("rejoin");
         r.register(
             "requests",
             "Rejoin checks answered, by outcome",
@@ -130,6 +132,10 @@ pub struct RejoinRoute {
     subject: String,
     verify: VerifyToken,
     limiter: Option<DefaultKeyedRateLimiter<u64>>,
+    /// Limiter size at which idle keys are swept next; doubles when a sweep
+    /// frees little, so that many active users do not mean a sweep per
+    /// request.
+    next_sweep: AtomicUsize,
     timeout: Duration,
     metrics: RejoinEdgeMetrics,
 }
@@ -151,6 +157,7 @@ impl RejoinRoute {
             subject: voicewatch_protocol::subject::rejoin_rpc_subject(prefix),
             verify,
             limiter,
+            next_sweep: AtomicUsize::new(LIMITER_SWEEP_AT),
             timeout: Duration::from_millis(cfg.timeout_ms),
             metrics,
         })
@@ -211,8 +218,10 @@ impl RejoinRoute {
             return refuse(RejoinError::Unauthorized);
         };
         if let Some(limiter) = &self.limiter {
-            if limiter.len() > LIMITER_SWEEP_AT {
+            if limiter.len() > self.next_sweep.load(Ordering::Relaxed) {
                 limiter.retain_recent();
+                let next = (limiter.len() * 2).max(LIMITER_SWEEP_AT);
+                self.next_sweep.store(next, Ordering::Relaxed);
             }
             if let Err(not_until) = limiter.check_key(&claims.sub.get()) {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());

@@ -772,12 +772,89 @@ async fn health_ready_metrics() {
 
 #[tokio::test]
 async fn drain_moves_clients_to_another_edge_without_loss() {
-    drain_scenario(TestBus::new()).await;
+    let bus = TestBus::new();
+    drain_scenario(bus.clone(), bus.clone(), bus).await;
+}
+
+/// Two edges, each with its own connection to a real nats-server (JetStream),
+/// as two processes would be.
+#[tokio::test]
+async fn drain_moves_clients_without_loss_on_nats() {
+    use voicewatch_bus::testkit::NatsServer;
+    use voicewatch_bus::{NatsArgs, NatsBus};
+    let server = tokio::task::spawn_blocking(NatsServer::start)
+        .await
+        .unwrap();
+    let connect = || async {
+        let b: Arc<dyn Bus> = Arc::new(
+            NatsBus::connect(NatsArgs::new([server.url()]))
+                .await
+                .unwrap(),
+        );
+        b
+    };
+    let (a, b, p) = (connect().await, connect().await, connect().await);
+    drain_scenario(a, b, p).await;
+}
+
+#[tokio::test]
+async fn nats_events_isolation_signatures_and_resume() {
+    use voicewatch_bus::testkit::NatsServer;
+    use voicewatch_bus::{NatsArgs, NatsBus};
+    let server = tokio::task::spawn_blocking(NatsServer::start)
+        .await
+        .unwrap();
+    let bus: Arc<dyn Bus> = Arc::new(
+        NatsBus::connect(NatsArgs::new([server.url()]))
+            .await
+            .unwrap(),
+    );
+    let edge = start(args(), bus.clone()).await;
+    let (mut a, _) = client(&edge, 1, &[2000]).await;
+    let (mut b, _) = client(&edge, 2, &[2001]).await;
+    let forged = SignedEvent::seal(
+        &event(2000, 1, 1, 0),
+        &voicewatch_protocol::Keyring::parse("k1=other").unwrap(),
+        now_ms(),
+    );
+    bus.publish(&forged).await.unwrap();
+    let c2 = bus
+        .publish(&seal(&event(2000, 1, 2, 0)))
+        .await
+        .unwrap()
+        .cursor;
+    bus.publish(&seal(&event(2001, 1, 3, 0))).await.unwrap();
+    let f = a.frame().await;
+    assert_eq!(
+        (event_n(&f), f["cursor"].as_str().unwrap()),
+        (2, c2.to_string().as_str())
+    );
+    assert_eq!(event_n(&b.frame().await), 3);
+    assert_eq!(
+        metric(
+            &edge,
+            "voicewatch_edge_events_dropped_total{reason=\"signature_mismatch\"}"
+        ),
+        1.0
+    );
+    drop(a);
+    bus.publish(&seal(&event(2000, 1, 4, 0))).await.unwrap();
+    bus.publish(&seal(&event(2000, 1, 5, 0))).await.unwrap();
+    let mut a = Client::connect(&edge.ws_url()).await;
+    a.send_auth(&token(1, &[2000]), Some(&c2.to_string()), None)
+        .await;
+    assert_eq!(event_n(&a.frame().await), 4);
+    assert_eq!(event_n(&a.frame().await), 5);
+    let ack = a.frame().await;
+    assert_eq!(ack["recovered"], true);
+    bus.publish(&seal(&event(2000, 1, 6, 0))).await.unwrap();
+    assert_eq!(event_n(&a.frame().await), 6);
 }
 
 #[tokio::test]
 async fn drain_moves_clients_without_loss_on_memory_bus() {
-    drain_scenario(Arc::new(voicewatch_bus::MemoryBus::default())).await;
+    let bus: Arc<dyn Bus> = Arc::new(voicewatch_bus::MemoryBus::default());
+    drain_scenario(bus.clone(), bus.clone(), bus).await;
 }
 
 #[tokio::test]
@@ -827,11 +904,11 @@ async fn memory_bus_resume_outcomes() {
     }
 }
 
-async fn drain_scenario(bus: Arc<dyn Bus>) {
+async fn drain_scenario(bus_a: Arc<dyn Bus>, bus_b: Arc<dyn Bus>, bus: Arc<dyn Bus>) {
     let mut a = args();
     a.drain_window_ms = 300;
-    let edge_a = start(a, bus.clone()).await;
-    let edge_b = start(args(), bus.clone()).await;
+    let edge_a = start(a, bus_a).await;
+    let edge_b = start(args(), bus_b).await;
 
     const N: u64 = 2000;
     const CLIENTS: u64 = 6;
@@ -873,7 +950,13 @@ async fn drain_scenario(bus: Arc<dyn Bus>) {
                 }
             }
             assert!(moved, "client {i} was never drained");
-            assert_eq!(seen, (1..=N).collect::<Vec<_>>(), "client {i}");
+            let first_bad = seen.iter().zip(1..).position(|(s, want)| *s != want);
+            assert!(
+                first_bad.is_none() && seen.len() == N as usize,
+                "client {i}: {} events, first wrong at index {first_bad:?}: {:?}",
+                seen.len(),
+                first_bad.map(|b| &seen[b.saturating_sub(3)..(b + 3).min(seen.len())])
+            );
         }));
     }
     for _ in 0..CLIENTS {

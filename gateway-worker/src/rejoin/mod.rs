@@ -142,7 +142,8 @@ impl GatewayView for NoGateway {
     }
 }
 
-/// Prometheus metrics of the worker side (prefix `voicewatch_rejoin_`).
+/// Prometheus metrics of the worker side (`voicewatch_worker_rejoin_*` in
+/// the worker's registry).
 #[derive(Debug, Clone)]
 pub struct RejoinMetrics {
     /// Answers by outcome (`ok` or the contract's error code).
@@ -188,7 +189,7 @@ impl RejoinMetrics {
     }
 
     pub fn register(&self, registry: &mut Registry) {
-        let r = registry.sub_registry_with_prefix("voicewatch_rejoin");
+        let r = registry.sub_registry_with_prefix("rejoin");
         r.register(
             "checks",
             "Rejoin checks answered, by outcome",
@@ -466,8 +467,8 @@ impl RejoinChecker {
     /// Serves the rejoin subject until the bus stops delivering requests.
     /// Each request is answered on its own task, at most
     /// `max_inflight` at once.
-    pub async fn serve(self: Arc<Self>, bus: Arc<dyn Bus>, prefix: &str) -> Result<(), BusError> {
-        let subject = voicewatch_protocol::subject::rejoin_rpc_subject(prefix);
+    pub async fn serve(self: Arc<Self>, bus: Arc<dyn Bus>, prefix: String) -> Result<(), BusError> {
+        let subject = voicewatch_protocol::subject::rejoin_rpc_subject(&prefix);
         let mut requests = bus.serve(&subject).await?;
         let permits = Arc::new(Semaphore::new(self.cfg.max_inflight.max(1)));
         tracing::info!(%subject, "serving rejoin checks");
@@ -503,6 +504,35 @@ impl RejoinChecker {
         }
         Ok(())
     }
+}
+
+/// Starts answering rejoin checks for a running worker: a twilight client
+/// from the worker's token and `VOICEWATCH_DISCORD_API_URL`, occupancy from
+/// the shards. The task ends when the bus stops serving the subject; abort
+/// it to stop earlier.
+pub fn start(
+    args: &crate::config::Args,
+    bus: Arc<dyn Bus>,
+    voice: Arc<VoiceOccupancy>,
+    metrics: RejoinMetrics,
+) -> Result<tokio::task::JoinHandle<()>, discord::ClientError> {
+    let http = discord::build_client(
+        &args.discord_token,
+        args.discord_api_url.as_deref(),
+        Duration::from_millis(args.rejoin.discord_timeout_ms),
+    )?;
+    let checker = Arc::new(RejoinChecker::new(
+        Arc::new(http),
+        voice,
+        args.rejoin.clone(),
+        metrics,
+    ));
+    let prefix = args.nats.subject_prefix.clone();
+    Ok(tokio::spawn(async move {
+        if let Err(e) = checker.serve(bus, prefix).await {
+            tracing::error!(error = %e, "rejoin checks are not being served");
+        }
+    }))
 }
 
 /// The user's permissions in the channel. Roles the member lists but the

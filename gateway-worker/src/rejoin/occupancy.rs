@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use parking_lot::RwLock;
 
 use super::GatewayView;
+use crate::tracker::Tracker;
 
 #[derive(Debug, Default)]
 struct GuildVoice {
@@ -70,6 +71,24 @@ impl VoiceOccupancy {
     pub fn remove_guild(&self, guild: u64) {
         self.guilds.write().remove(&guild);
     }
+
+    /// Copy one guild from a shard's tracker (after a snapshot, an outage
+    /// or a removal): gone from the tracker means gone here.
+    pub fn sync_guild(&self, guild: u64, tracker: &Tracker) {
+        match tracker.guilds.get(&guild) {
+            Some(g) => {
+                self.replace_guild(guild, g.users.iter().map(|(u, e)| (*u, e.channel)), g.stale)
+            }
+            None => self.remove_guild(guild),
+        }
+    }
+
+    /// Copy every guild of a shard's tracker (at start, and after READY).
+    pub fn sync_all(&self, tracker: &Tracker) {
+        for guild in tracker.guilds.keys() {
+            self.sync_guild(*guild, tracker);
+        }
+    }
 }
 
 impl GatewayView for VoiceOccupancy {
@@ -110,6 +129,23 @@ mod tests {
         o.replace_guild(1, [], false);
         assert_eq!(o.occupants(1, 10), Some(vec![]));
         o.remove_guild(1);
+        assert_eq!(o.occupants(1, 10), None);
+    }
+
+    #[test]
+    fn follows_a_tracker() {
+        let o = VoiceOccupancy::new();
+        let mut t = Tracker::new();
+        t.guild_create(1, [(100, 10, "a"), (101, 10, "b")]);
+        o.sync_all(&t);
+        let mut users = o.occupants(1, 10).unwrap();
+        users.sort_unstable();
+        assert_eq!(users, vec![100, 101]);
+        t.guild_unavailable(1);
+        o.sync_guild(1, &t);
+        assert_eq!(o.occupants(1, 10), None, "outage: unknown");
+        t.guild_removed(1);
+        o.sync_guild(1, &t);
         assert_eq!(o.occupants(1, 10), None);
     }
 }

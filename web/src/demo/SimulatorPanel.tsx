@@ -121,7 +121,16 @@ export function SimulatorPanel({ initial, compact = false }: { initial?: DemoCon
           type="button"
           className="vw-btn vw-btn--small vw-btn--danger"
           disabled={busy !== null}
-          onClick={() => void run('stop', 'Edge stopped', edgeStop)}
+          onClick={() =>
+            void run('stop', 'Edge stopped', async () => {
+              try {
+                await edgeStop();
+              } catch (err) {
+                // A stopping edge may cut this very request's connection.
+                if (!(err instanceof TypeError)) throw err;
+              }
+            })
+          }
         >
           Stop edge
         </button>
