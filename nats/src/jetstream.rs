@@ -104,6 +104,11 @@ struct Inner {
     /// Follows the client's connection events.
     connected: watch::Sender<bool>,
     kv: OnceCell<kv::Store>,
+    /// Stream-info requests shared by concurrent subscribers (see
+    /// [`Inner::stream_info_after`]): a connect storm on an edge with many
+    /// guilds would otherwise send one request per guild and time out.
+    info_tickets: AtomicU64,
+    info_lock: tokio::sync::Mutex<Option<(u64, stream::Info)>>,
 }
 
 /// The JetStream [`Bus`]. Cheap to clone.
@@ -162,6 +167,8 @@ impl NatsBus {
             resync: watch::channel(0).0,
             connected: watch::channel(true).0,
             kv: OnceCell::new(),
+            info_tickets: AtomicU64::new(0),
+            info_lock: tokio::sync::Mutex::new(None),
         });
         let bus = Self { inner };
         bus.ensure_stream().await?;
@@ -301,6 +308,25 @@ impl Inner {
             "provisioning stream {}: {e}",
             self.args.stream
         )))
+    }
+
+    /// Stream info from a request sent after everything this client sent
+    /// before the call (a SUB, say). Concurrent callers share requests: a
+    /// caller reuses an answer whose request left after the caller took its
+    /// ticket, so N subscribes at once cost one or two requests, not N.
+    async fn stream_info_after(&self) -> Result<stream::Info, BusError> {
+        let ticket = self.info_tickets.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut last = self.info_lock.lock().await;
+        if let Some((sent_after, info)) = &*last
+            && *sent_after >= ticket
+        {
+            return Ok(info.clone());
+        }
+        // Every ticket up to here was taken before this request is sent.
+        let sent_after = self.info_tickets.load(Ordering::SeqCst);
+        let info = self.stream_info().await?;
+        *last = Some((sent_after, info.clone()));
+        Ok(info)
     }
 
     async fn stream_info(&self) -> Result<stream::Info, BusError> {
@@ -500,7 +526,7 @@ impl Bus for NatsBus {
             .map_err(unavailable)?;
         // This request travels after the SUB on the same connection, so
         // every event stored after its answer is republished to us.
-        let info = inner.stream_info().await?;
+        let info = inner.stream_info_after().await?;
         let live = LiveSub {
             resync: inner.resync.subscribe(),
             inner,
@@ -520,7 +546,8 @@ impl Bus for NatsBus {
     }
 
     async fn head(&self) -> Result<Cursor, BusError> {
-        let info = self.inner.stream_info().await?;
+        // Shared with concurrent callers: every connecting client asks.
+        let info = self.inner.stream_info_after().await?;
         Ok(Cursor::new(epoch_of(&info), info.state.last_sequence))
     }
 

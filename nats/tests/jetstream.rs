@@ -207,3 +207,33 @@ async fn live_subscription_follows_a_recreated_stream() {
     assert_eq!(d.event.id, "after");
     assert_eq!(d.cursor, ack.cursor);
 }
+
+/// Many guilds subscribed at once (an edge's connect storm) share their
+/// stream-info requests; each subscription still gets exactly the events
+/// stored after it was made, and an event stored before it is not replayed
+/// as live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribe_storm_gets_every_later_event_and_no_earlier_one() {
+    let server = NatsServer::start();
+    let bus = NatsBus::connect(args(server.url())).await.unwrap();
+    let guilds: Vec<_> = (1..=200).map(|i| guild(5000 + i)).collect();
+    for g in &guilds {
+        bus.publish(&event(*g, &format!("before-{g}")))
+            .await
+            .unwrap();
+    }
+    let subs = futures::future::join_all(guilds.iter().map(|g| bus.subscribe(*g))).await;
+    let mut subs: Vec<_> = subs.into_iter().map(Result::unwrap).collect();
+    for g in &guilds {
+        bus.publish(&event(*g, &format!("after-{g}")))
+            .await
+            .unwrap();
+    }
+    for (g, sub) in guilds.iter().zip(subs.iter_mut()) {
+        let d = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("live event in time")
+            .unwrap();
+        assert_eq!(d.event.id, format!("after-{g}"));
+    }
+}
