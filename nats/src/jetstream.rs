@@ -588,6 +588,12 @@ impl Bus for NatsBus {
         if more {
             recovered = false;
         }
+        // The fetch may run past the stream end seen above: the position a
+        // client is at is never before the last event it was given.
+        let head = match events.last() {
+            Some(d) if d.cursor.seq > head.seq => d.cursor,
+            _ => head,
+        };
         Ok(Replay {
             events,
             recovered,
