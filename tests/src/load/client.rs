@@ -38,6 +38,7 @@ pub struct Stats {
     pub ever: AtomicU64,
     pub received: AtomicU64,
     pub duplicates: AtomicU64,
+    pub duplicates_live: AtomicU64,
     pub reconnects: AtomicU64,
     pub disconnects: AtomicU64,
     pub failures: AtomicU64,
@@ -58,6 +59,7 @@ impl Default for Stats {
             ever: AtomicU64::new(0),
             received: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
+            duplicates_live: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -81,6 +83,7 @@ impl Stats {
             ever: self.ever.load(Relaxed),
             received: self.received.load(Relaxed),
             duplicates: self.duplicates.load(Relaxed),
+            duplicates_live: self.duplicates_live.load(Relaxed),
             reconnects: self.reconnects.load(Relaxed),
             disconnects: self.disconnects.load(Relaxed),
             failures: self.failures.load(Relaxed),
@@ -101,6 +104,13 @@ impl Stats {
             .join(" ");
         let key: String = key.chars().take(80).collect();
         *self.errors.lock().entry(key).or_default() += 1;
+    }
+
+    fn duplicate(&self, live: bool) {
+        self.duplicates.fetch_add(1, Relaxed);
+        if live {
+            self.duplicates_live.fetch_add(1, Relaxed);
+        }
     }
 
     fn close(&self, what: String) {
@@ -350,7 +360,7 @@ fn on_event(shared: &Shared, st: &mut State, probe: Option<Probe>, live: bool) {
             // the last one seen is a duplicate (e.g. replayed twice around a
             // resume).
             if ls <= st.last_seq {
-                shared.stats.duplicates.fetch_add(1, Relaxed);
+                shared.stats.duplicate(live);
                 return;
             }
             st.last_seq = ls;
@@ -364,7 +374,7 @@ fn on_event(shared: &Shared, st: &mut State, probe: Option<Probe>, live: bool) {
             use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
             let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(&id);
             if st.recent.contains(&h) {
-                shared.stats.duplicates.fetch_add(1, Relaxed);
+                shared.stats.duplicate(live);
                 return;
             }
             if st.recent.len() >= 64 {

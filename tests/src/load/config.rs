@@ -336,6 +336,10 @@ pub struct Status {
     /// Unique events received (duplicates not counted).
     pub received: u64,
     pub duplicates: u64,
+    /// Of those, delivered live (after the session's ack) rather than in a
+    /// resume's replay.
+    #[serde(default)]
+    pub duplicates_live: u64,
     /// Successful re-authentications after a disconnect.
     pub reconnects: u64,
     /// Sessions that ended (any reason).

@@ -147,6 +147,7 @@ impl Workers {
             t.ever += s.ever;
             t.received += s.received;
             t.duplicates += s.duplicates;
+            t.duplicates_live += s.duplicates_live;
             t.reconnects += s.reconnects;
             t.disconnects += s.disconnects;
             t.failures += s.failures;
@@ -661,6 +662,7 @@ async fn run_target(
     for s in &finals {
         fin.received += s.received;
         fin.duplicates += s.duplicates;
+        fin.duplicates_live += s.duplicates_live;
         fin.failures += s.failures;
         fin.bad_frames += s.bad_frames;
         fin.kicks += s.kicks;
@@ -809,6 +811,7 @@ async fn run_target(
         expected,
         received,
         duplicates: fin.duplicates,
+        duplicates_live: fin.duplicates_live,
         lost,
         loss_pct: if expected == 0 {
             0.0

@@ -88,6 +88,8 @@ pub struct TargetReport {
     pub expected: u64,
     pub received: u64,
     pub duplicates: u64,
+    /// Duplicates that came after the session's ack (live), not in a replay.
+    pub duplicates_live: u64,
     pub lost: i64,
     pub loss_pct: f64,
     pub deliveries_per_s: f64,
@@ -188,6 +190,9 @@ impl Report {
             ("deliveries expected", |r| r.expected.to_string()),
             ("deliveries received", |r| r.received.to_string()),
             ("duplicates", |r| r.duplicates.to_string()),
+            ("  of which live (after ack)", |r| {
+                r.duplicates_live.to_string()
+            }),
             ("lost", |r| r.lost.to_string()),
             ("loss %", |r| format!("{:.4}", r.loss_pct)),
             ("deliveries/s", |r| format!("{:.0}", r.deliveries_per_s)),
