@@ -83,3 +83,22 @@ fn smoke_against_our_edge() {
     assert_eq!(r["bad_frames"].as_u64(), Some(0), "{r:#}");
     assert!(start.elapsed() < Duration::from_secs(60));
 }
+
+#[test]
+fn smoke_full_path_simulator_worker_nats_edge() {
+    let start = std::time::Instant::now();
+    // `voicewatch simulate` in load mode drives voice changes, `voicewatch
+    // worker` turns them into signed events on nats-server, an edge delivers
+    // them; what each client must receive is what the worker put on the bus.
+    let bin = voicewatch_bin();
+    let r = run_smoke(
+        "edge",
+        &["--path", "full", "--edge-bin", &bin, "--sim-users", "200"],
+    );
+    check(&r, 300);
+    assert_eq!(r["bad_frames"].as_u64(), Some(0), "{r:#}");
+    // 20 changes/s for 3 s: every one reached the bus as one event.
+    let published = r["published"].as_u64().unwrap();
+    assert!((40..=80).contains(&published), "{r:#}");
+    assert!(start.elapsed() < Duration::from_secs(60));
+}

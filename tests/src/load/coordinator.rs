@@ -742,6 +742,12 @@ async fn run_target(
     if lost > 0 && explained_loss {
         notes.push("core NATS over WebSocket has no resume: events published while a client was disconnected never reach it (at-most-once); this loss is the comparison's point".into());
     }
+    if pstats.repeated > 0 {
+        notes.push(format!(
+            "the worker published {} events more than once (same id; counted once)",
+            pstats.repeated
+        ));
+    }
     if pstats.errors > 0 {
         notes.push(format!(
             "{} publishes were not acknowledged by the bus: their deliveries count as expected",

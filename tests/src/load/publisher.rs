@@ -32,6 +32,8 @@ pub struct PublishStats {
     pub seconds: f64,
     /// Slowest JetStream acknowledgement, ms.
     pub max_ack_ms: f64,
+    /// Full path: events the worker published more than once (same id).
+    pub repeated: u64,
 }
 
 pub struct Publisher {
@@ -238,24 +240,41 @@ pub async fn run_full_path(
         per_guild: vec![0; guilds],
         ..Default::default()
     };
-    let count = |stats: &mut PublishStats, subject: &str| {
-        let guild = subject
+    // A publish the worker retried reaches this core subscription twice but
+    // is stored (and delivered by the edge) once: count event ids, not
+    // messages.
+    let mut seen = std::collections::HashSet::new();
+    let mut count = |stats: &mut PublishStats, m: &async_nats::Message| {
+        let guild = m
+            .subject
+            .as_str()
             .split('.')
             .nth(2)
             .and_then(|g| g.parse::<u64>().ok());
         // Only the load guilds count (the simulator also has demo guilds).
-        if let Some(i) = guild.and_then(crate::load::assign::sim_guild_index)
-            && i < stats.per_guild.len()
-        {
+        let Some(i) = guild.and_then(crate::load::assign::sim_guild_index) else {
+            return;
+        };
+        if i >= stats.per_guild.len() {
+            return;
+        }
+        #[derive(serde::Deserialize)]
+        struct Id {
+            id: String,
+        }
+        let first = serde_json::from_slice::<Id>(&m.payload).map_or(true, |e| seen.insert(e.id));
+        if first {
             stats.published += 1;
             stats.per_guild[i] += 1;
+        } else {
+            stats.repeated += 1;
         }
     };
     tokio::pin!(load);
     let outcome = loop {
         tokio::select! {
             r = &mut load => break r,
-            Some(m) = sub.next() => count(&mut stats, m.subject.as_str()),
+            Some(m) = sub.next() => count(&mut stats, &m),
         }
     };
     match outcome {
@@ -267,7 +286,7 @@ pub async fn run_full_path(
     // The worker publishes what the simulator dispatched last a moment later.
     let quiet = Duration::from_secs(2);
     while let Ok(Some(m)) = tokio::time::timeout(quiet, sub.next()).await {
-        count(&mut stats, m.subject.as_str());
+        count(&mut stats, &m);
     }
     stats.seconds = start.elapsed().as_secs_f64();
     Ok(stats)
