@@ -45,6 +45,7 @@ pub struct Stats {
     pub not_recovered: AtomicU64,
     pub bad_frames: AtomicU64,
     pub last_auth_ns: AtomicU64,
+    pub max_gap_ns: AtomicU64,
     pub kicks: AtomicU64,
     pub closes: Mutex<BTreeMap<String, u64>>,
     pub errors: Mutex<BTreeMap<String, u64>>,
@@ -66,6 +67,7 @@ impl Default for Stats {
             not_recovered: AtomicU64::new(0),
             bad_frames: AtomicU64::new(0),
             last_auth_ns: AtomicU64::new(0),
+            max_gap_ns: AtomicU64::new(0),
             kicks: AtomicU64::new(0),
             closes: Mutex::new(BTreeMap::new()),
             errors: Mutex::new(BTreeMap::new()),
@@ -90,6 +92,7 @@ impl Stats {
             not_recovered: self.not_recovered.load(Relaxed),
             bad_frames: self.bad_frames.load(Relaxed),
             last_auth_ns: self.last_auth_ns.load(Relaxed),
+            max_gap_ns: self.max_gap_ns.load(Relaxed),
             kicks: self.kicks.load(Relaxed),
             last: None,
         }
@@ -179,6 +182,8 @@ struct State {
     /// Hashes of the latest event ids (full path: no sequence to go by).
     recent: std::collections::VecDeque<u64>,
     authed_before: bool,
+    /// CLOCK_MONOTONIC ns when the last authenticated session ended.
+    ended_ns: u64,
     parser: Parser,
 }
 
@@ -194,11 +199,27 @@ pub async fn run(client: Client, shared: Arc<Shared>) {
         last_seq: 0,
         recent: std::collections::VecDeque::new(),
         authed_before: false,
+        ended_ns: 0,
         parser: Parser::default(),
     };
     let mut stop = shared.stop.clone();
     let mut failures_in_row = 0u32;
     let mut delay: Option<Duration> = None;
+    // Like a load balancer routing a new connection: after a failed connect
+    // or a session the server ended (drain, kill), the next attempt goes to
+    // the next endpoint, so a drained edge's clients resume on the others.
+    let endpoints = &shared.spec.endpoints;
+    let mut at = endpoints
+        .iter()
+        .position(|e| *e == client.endpoint)
+        .unwrap_or(0);
+    let mut endpoint = client.endpoint;
+    let mut next_endpoint = |e: &mut SocketAddr| {
+        if !endpoints.is_empty() {
+            at = (at + 1) % endpoints.len();
+            *e = endpoints[at];
+        }
+    };
     loop {
         if *stop.borrow() {
             return;
@@ -212,7 +233,7 @@ pub async fn run(client: Client, shared: Arc<Shared>) {
         let opened = {
             let _permit = shared.handshakes.acquire().await;
             tokio::select! {
-                r = tokio::time::timeout(Duration::from_secs(20), open(&client, &shared, &st)) => r,
+                r = tokio::time::timeout(Duration::from_secs(20), open(&client, endpoint, &shared, &st)) => r,
                 _ = stop.changed() => return,
             }
         };
@@ -221,6 +242,7 @@ pub async fn run(client: Client, shared: Arc<Shared>) {
             Ok(Err(e)) => {
                 shared.stats.failures.fetch_add(1, Relaxed);
                 shared.stats.error(&e);
+                next_endpoint(&mut endpoint);
                 delay = Some(backoff(failures_in_row, shared.spec.reconnect_jitter_ms));
                 failures_in_row = failures_in_row.saturating_add(1);
                 continue;
@@ -228,6 +250,7 @@ pub async fn run(client: Client, shared: Arc<Shared>) {
             Err(_) => {
                 shared.stats.failures.fetch_add(1, Relaxed);
                 shared.stats.error("handshake timeout");
+                next_endpoint(&mut endpoint);
                 delay = Some(backoff(failures_in_row, shared.spec.reconnect_jitter_ms));
                 failures_in_row = failures_in_row.saturating_add(1);
                 continue;
@@ -237,6 +260,7 @@ pub async fn run(client: Client, shared: Arc<Shared>) {
         let (end, authed) = session(&mut ws, &client, &shared, &mut st, &mut stop).await;
         if authed {
             shared.stats.connected.fetch_sub(1, Relaxed);
+            st.ended_ns = mono_ns();
             failures_in_row = 0;
         } else {
             failures_in_row = failures_in_row.saturating_add(1);
@@ -254,6 +278,7 @@ pub async fn run(client: Client, shared: Arc<Shared>) {
             }
             End::Closed(why) => {
                 shared.stats.close(why);
+                next_endpoint(&mut endpoint);
                 delay = Some(if failures_in_row == 0 {
                     jitter(shared.spec.reconnect_jitter_ms)
                 } else {
@@ -274,12 +299,17 @@ fn backoff(n: u32, jitter_ms: u64) -> Duration {
     Duration::from_millis(base) + jitter(jitter_ms)
 }
 
-async fn open(client: &Client, shared: &Shared, st: &State) -> Result<Ws, String> {
+async fn open(
+    client: &Client,
+    endpoint: SocketAddr,
+    shared: &Shared,
+    st: &State,
+) -> Result<Ws, String> {
     let sock = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
     sock.bind(SocketAddr::new(client.source.into(), 0))
         .map_err(|e| format!("bind {}: {e}", client.source))?;
     let stream = sock
-        .connect(client.endpoint)
+        .connect(endpoint)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let _ = stream.set_nodelay(true);
@@ -287,7 +317,7 @@ async fn open(client: &Client, shared: &Shared, st: &State) -> Result<Ws, String
         Target::Edge => "/api/ws",
         Target::NatsWs => "/",
     };
-    let url = format!("ws://{}{path}", client.endpoint);
+    let url = format!("ws://{endpoint}{path}");
     // tungstenite reserves 128 KiB read and write buffers by default: at
     // 18,000 clients a process that is gigabytes of harness, not load.
     let config = WebSocketConfig::default()
@@ -337,7 +367,11 @@ fn on_authed(shared: &Shared, st: &mut State, recovered: bool) {
         if !recovered {
             stats.not_recovered.fetch_add(1, Relaxed);
         }
-        stats.last_auth_ns.fetch_max(mono_ns(), Relaxed);
+        let now = mono_ns();
+        stats.last_auth_ns.fetch_max(now, Relaxed);
+        stats
+            .max_gap_ns
+            .fetch_max(now.saturating_sub(st.ended_ns), Relaxed);
     } else {
         stats.ever.fetch_add(1, Relaxed);
         st.authed_before = true;

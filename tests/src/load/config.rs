@@ -352,6 +352,9 @@ pub struct Status {
     pub bad_frames: u64,
     /// CLOCK_MONOTONIC ns of the latest re-authentication.
     pub last_auth_ns: u64,
+    /// Longest session end → re-authentication of one client, ns.
+    #[serde(default)]
+    pub max_gap_ns: u64,
     pub kicks: u64,
     /// Only in the final line.
     #[serde(default, skip_serializing_if = "Option::is_none")]

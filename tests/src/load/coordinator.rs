@@ -155,6 +155,7 @@ impl Workers {
             t.bad_frames += s.bad_frames;
             t.kicks += s.kicks;
             t.last_auth_ns = t.last_auth_ns.max(s.last_auth_ns);
+            t.max_gap_ns = t.max_gap_ns.max(s.max_gap_ns);
         }
         t
     }
@@ -894,6 +895,7 @@ async fn run_storm(
         if t.connected >= n && reconnects >= affected {
             report.complete = true;
             report.recovery_s = t.last_auth_ns.saturating_sub(t0) as f64 / 1e9;
+            report.max_gap_s = t.max_gap_ns as f64 / 1e9;
             report.reconnects = reconnects;
             report.not_recovered = t.not_recovered - before.not_recovered;
             break;

@@ -55,6 +55,10 @@ pub struct StormReport {
     pub restart_s: f64,
     /// Kill/SIGTERM until the last affected client was re-authenticated, s.
     pub recovery_s: f64,
+    /// Longest time one client spent between its session ending and being
+    /// re-authenticated (a drain spreads its closes over a window, so
+    /// `recovery_s` includes that window), s.
+    pub max_gap_s: f64,
     pub reconnects: u64,
     /// Resumes acknowledged with `recovered:false`.
     pub not_recovered: u64,
@@ -225,6 +229,12 @@ impl Report {
                 r.storm
                     .as_ref()
                     .map(|s| f2(s.recovery_s))
+                    .unwrap_or_default()
+            }),
+            ("storm longest client gap s", |r| {
+                r.storm
+                    .as_ref()
+                    .map(|s| f2(s.max_gap_s))
                     .unwrap_or_default()
             }),
         ];
