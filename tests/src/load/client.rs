@@ -160,6 +160,8 @@ struct InFrame {
     payload: Option<Probe>,
     #[serde(default)]
     code: Option<serde_json::Value>,
+    #[serde(default)]
+    message: Option<String>,
 }
 
 /// The harness's own fields inside an event (emission time and sequence),
@@ -486,8 +488,14 @@ async fn session(
                         }
                     }
                     "error" => {
+                        // The message tells a drain ("service restart") from
+                        // a bus timeout during auth ("event bus unavailable"),
+                        // both 1012.
                         let code = f.code.map(|c| c.to_string()).unwrap_or_default();
-                        shared.stats.error(&format!("server error frame {code}"));
+                        let message = f.message.unwrap_or_default();
+                        shared
+                            .stats
+                            .error(&format!("server error {code}: {message}"));
                     }
                     _ => {}
                 },
