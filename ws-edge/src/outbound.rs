@@ -32,6 +32,10 @@ struct State {
     frames: VecDeque<Arc<EventFrame>>,
     bytes: usize,
     mode: Mode,
+    /// The position given in the ack (set by `go_live`): the hub may lag
+    /// behind the stream the replay read, so frames at or below it can still
+    /// arrive after going live; they were replayed or precede the ack.
+    floor: Option<Cursor>,
 }
 
 /// What the hub, the listener and the drain hold of a connection.
@@ -56,6 +60,7 @@ impl ConnShared {
                 frames: VecDeque::new(),
                 bytes: 0,
                 mode: Mode::Buffering,
+                floor: None,
             }),
             limit,
             data: Notify::new(),
@@ -71,6 +76,13 @@ impl ConnShared {
         let mut s = self.state.lock();
         if s.mode == Mode::Overflowed {
             return false;
+        }
+        if s.floor
+            .is_some_and(|f| f.epoch == frame.cursor.epoch && frame.cursor.seq <= f.seq)
+        {
+            drop(s);
+            self.metrics.dropped("duplicate");
+            return true;
         }
         if s.bytes + len > self.limit {
             s.mode = Mode::Overflowed;
@@ -95,7 +107,8 @@ impl ConnShared {
     }
 
     /// Ends buffering: frames at or before `floor` (already replayed, or
-    /// before the position given in the ack) are dropped, the rest delivered.
+    /// before the position given in the ack) are dropped, the rest delivered;
+    /// later pushes at or before `floor` are dropped too.
     pub fn go_live(&self, floor: Cursor) {
         let mut s = self.state.lock();
         if s.mode != Mode::Buffering {
@@ -106,6 +119,7 @@ impl ConnShared {
             .retain(|f| f.cursor.epoch != floor.epoch || f.cursor.seq > floor.seq);
         s.bytes = s.frames.iter().map(|f| f.len()).sum();
         s.mode = Mode::Live;
+        s.floor = Some(floor);
         let has = !s.frames.is_empty();
         let freed = before - s.bytes;
         drop(s);

@@ -542,6 +542,56 @@ async fn resume_recovered_without_gap_or_duplicate() {
     );
 }
 
+/// The edge's subscription may lag behind the stream (a busy NATS
+/// subscriber): a resume's replay then reads events the hub pushes only
+/// after the ack. Those are at or below the ack's cursor and must not reach
+/// the client a second time (the storm and churn duplicates).
+#[tokio::test]
+async fn resume_while_live_lags_behind_the_stream_has_no_duplicate() {
+    let bus = TestBus::new();
+    let edge = start(args(), bus.clone()).await;
+    // Keeps the guild subscribed across the resume.
+    let (mut watcher, _) = client(&edge, 1, &[2000]).await;
+    let (mut c, _) = client(&edge, 2, &[2000]).await;
+    bus.send(&event(2000, 1, 1, 0)).await;
+    let f1 = c.frame().await;
+    assert_eq!(event_n(&f1), 1);
+    assert_eq!(event_n(&watcher.frame().await), 1);
+    let cursor = f1["cursor"].as_str().unwrap().to_owned();
+    c.close().await;
+
+    bus.hold_live();
+    for n in 2..=4 {
+        bus.send(&event(2000, 1, n, 0)).await;
+    }
+    let mut c = Client::connect(&edge.ws_url()).await;
+    c.send_auth(&token(2, &[2000]), Some(&cursor), None).await;
+    let mut replayed = Vec::new();
+    let ack = loop {
+        let f = c.frame().await;
+        if f["type"] == "ack" {
+            break f;
+        }
+        replayed.push(event_n(&f));
+    };
+    assert_eq!(replayed, vec![2, 3, 4]);
+    assert_eq!(ack["recovered"], true);
+
+    // The lagging subscription catches up, then a new event.
+    bus.release_live();
+    for n in 2..=4 {
+        assert_eq!(event_n(&watcher.frame().await), n);
+    }
+    bus.send(&event(2000, 1, 5, 0)).await;
+    assert_eq!(event_n(&watcher.frame().await), 5);
+    let next = c.frame().await;
+    assert_eq!(
+        event_n(&next),
+        5,
+        "an event at or below the ack's cursor came again: {next}"
+    );
+}
+
 #[tokio::test]
 async fn resume_not_recovered() {
     let bus = TestBus::new();

@@ -131,6 +131,9 @@ pub struct TestBus {
 #[derive(Default)]
 struct Inner {
     log: Vec<Delivery>,
+    /// While set, live deliveries wait here (the edge's subscription lags
+    /// behind the stream, as a busy NATS subscriber does).
+    held: Option<Vec<Delivery>>,
     /// Sequences at or below this are gone from history.
     forgotten: u64,
     subs: HashMap<Snowflake, Vec<mpsc::UnboundedSender<Delivery>>>,
@@ -159,6 +162,23 @@ impl TestBus {
 
     pub async fn send(&self, ev: &VoiceEvent) -> Cursor {
         self.publish(&seal(ev)).await.unwrap().cursor
+    }
+
+    /// From now on, live deliveries are stored but not yet handed to
+    /// subscribers (replay and head already see them).
+    pub fn hold_live(&self) {
+        let mut i = self.inner.lock();
+        i.held.get_or_insert_with(Vec::new);
+    }
+
+    /// Hands the held live deliveries over, in order, and stops holding.
+    pub fn release_live(&self) {
+        let mut i = self.inner.lock();
+        for d in i.held.take().unwrap_or_default() {
+            if let Some(subs) = i.subs.get_mut(&d.event.guild_id()) {
+                subs.retain(|s| s.unbounded_send(d.clone()).is_ok());
+            }
+        }
     }
 }
 
@@ -196,7 +216,9 @@ impl Bus for TestBus {
             cursor,
         };
         i.log.push(d.clone());
-        if let Some(subs) = i.subs.get_mut(&event.guild_id()) {
+        if let Some(held) = &mut i.held {
+            held.push(d);
+        } else if let Some(subs) = i.subs.get_mut(&event.guild_id()) {
             subs.retain(|s| s.unbounded_send(d.clone()).is_ok());
         }
         Ok(PublishAck {
