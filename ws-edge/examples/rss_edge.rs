@@ -7,6 +7,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// The allocator of the `voicewatch` binary, so the figures match it.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::sync::Arc;
 
 use std::time::Duration;
@@ -66,7 +70,17 @@ async fn main() {
                     }
                 }
             }
-            _ => eprintln!("edge: {} connections", edge.connections()),
+            _ => {
+                // Live heap vs resident: what the connections hold, and
+                // what the allocator keeps besides.
+                let _ = tikv_jemalloc_ctl::epoch::advance();
+                let allocated = tikv_jemalloc_ctl::stats::allocated::read().unwrap_or(0);
+                let resident = tikv_jemalloc_ctl::stats::resident::read().unwrap_or(0);
+                eprintln!(
+                    "edge: {} connections, heap allocated {allocated} B, allocator resident {resident} B",
+                    edge.connections()
+                );
+            }
         }
     }
 }

@@ -6,13 +6,24 @@
 //! The task owns the socket; nothing else writes to it. Event frames reach it
 //! through the connection's bounded queue ([`ConnShared`]); closes requested
 //! from outside (drain, slow consumer) through the same struct.
+//!
+//! Once live, the connection is one hand-written poll loop ([`Conn::poll_live`])
+//! over the socket, the queue and a single timer. An idle connection is the
+//! bulk of an edge's memory, and a delivery its hot path: the loop keeps no
+//! per-await futures (one `Sleep`, reset only when its deadline moves), and a
+//! delivery costs a wake, a pop and a socket write — no timer registration.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use tokio::time::{Instant, sleep, sleep_until, timeout};
+use futures::{Sink, Stream};
+use tokio::time::{Instant, Sleep, sleep, sleep_until, timeout};
 use voicewatch_protocol::{ClientFrame, CloseCode, Cursor, Scope, Snowflake};
 
 use crate::frames::{self, EventFrame};
@@ -58,6 +69,8 @@ pub(crate) async fn serve(
                 tokens: st.args.inbound_burst,
                 refill_at: Instant::now(),
                 last_inbound: Instant::now(),
+                control: VecDeque::new(),
+                stalled_since: None,
             };
             let end = conn.run(&mut socket).await;
             let code = match end {
@@ -66,7 +79,7 @@ pub(crate) async fn serve(
                 }
                 End::PeerClosed(code) => {
                     // Lets tungstenite write its close reply.
-                    let _ = timeout(st.close_timeout(), socket.recv()).await;
+                    let _ = Box::pin(timeout(st.close_timeout(), socket.recv())).await;
                     code
                 }
                 End::Gone => 0,
@@ -123,10 +136,19 @@ struct Conn<'a> {
     tokens: f64,
     refill_at: Instant,
     last_inbound: Instant,
+    /// Frames of our own to write before the next event frame (pong,
+    /// heartbeat, WebSocket ping, refresh ack). Rare: allocated only while
+    /// non-empty.
+    control: VecDeque<Message>,
+    /// Since when the socket has refused writes (a stalled peer is dropped
+    /// after [`EdgeState::dead_after`]).
+    stalled_since: Option<Instant>,
 }
 
-/// Frames written per turn before the socket is read again.
+/// Frames written per poll before yielding to other connections.
 const WRITE_BATCH: usize = 64;
+/// Inbound messages handled per poll before yielding.
+const READ_BATCH: usize = 16;
 
 impl Conn<'_> {
     async fn run(&mut self, socket: &mut WebSocket) -> End {
@@ -139,6 +161,9 @@ impl Conn<'_> {
     }
 
     fn requested_close(&self) -> End {
+        if self.shared.stopped() {
+            return End::Gone;
+        }
         let code = self.shared.close_requested().unwrap_or(CloseCode::Restart);
         let message = match code {
             CloseCode::SlowConsumer => "outbound buffer over its limit",
@@ -199,17 +224,9 @@ impl Conn<'_> {
         tokio::select! {
             biased;
             r = socket.send(msg) => r.map_err(|_| End::Gone),
-            _ = self.shared.close.notified() => Err(self.requested_close()),
-            _ = self.st.hard_stop.cancelled() => Err(End::Gone),
+            _ = self.shared.closing() => Err(self.requested_close()),
             _ = sleep(stall) => Err(End::Gone),
         }
-    }
-
-    async fn send_event(&mut self, socket: &mut WebSocket, f: &EventFrame) -> Result<(), End> {
-        self.send(socket, Message::Text(f.text.clone())).await?;
-        self.last_cursor = f.cursor;
-        self.st.metrics.events_delivered.inc();
-        Ok(())
     }
 
     async fn authenticate(&mut self, socket: &mut WebSocket) -> Result<(), End> {
@@ -217,8 +234,7 @@ impl Conn<'_> {
         let frame = loop {
             tokio::select! {
                 biased;
-                _ = self.shared.close.notified() => return Err(self.requested_close()),
-                _ = self.st.hard_stop.cancelled() => return Err(End::Gone),
+                _ = self.shared.closing() => return Err(self.requested_close()),
                 msg = socket.recv() => {
                     if let Some(f) = self.inbound(msg)? {
                         break f;
@@ -357,7 +373,8 @@ impl Conn<'_> {
     }
 
     /// A later auth frame: a new token for the same user and no new guilds.
-    async fn refresh(&mut self, socket: &mut WebSocket, token: &str) -> Result<(), End> {
+    /// Returns the ack to write.
+    fn refresh(&mut self, token: &str) -> Result<Message, End> {
         let claims = self.verify(token)?;
         if Some(claims.sub) != self.user {
             self.st.metrics.auth_failure("refresh_subject");
@@ -385,71 +402,169 @@ impl Conn<'_> {
         }
         self.expires = self.expiry(claims.exp);
         self.st.metrics.auth_ok.inc();
-        self.send(socket, Message::Text(frames::ack(self.last_cursor, true)))
-            .await
+        Ok(Message::Text(frames::ack(self.last_cursor, true)))
     }
 
+    /// The live phase, until the connection ends.
     async fn live(&mut self, socket: &mut WebSocket) -> End {
-        let heartbeat = Duration::from_millis(self.st.args.heartbeat_ms.max(1));
-        let ws_ping = Duration::from_millis(self.st.args.ws_ping_ms.max(1));
-        let dead_after = self.st.dead_after();
-        let mut next_heartbeat = Instant::now() + heartbeat;
-        let mut next_ws_ping = Instant::now() + ws_ping;
-        loop {
-            if self.shared.close_requested().is_some() {
-                return self.requested_close();
-            }
-            let mut written = 0;
-            while written < WRITE_BATCH {
-                let Some(f) = self.shared.pop() else { break };
-                if let Err(end) = self.send_event(socket, &f).await {
-                    return end;
-                }
-                written += 1;
-            }
-            let more = written == WRITE_BATCH;
-            let wake = next_heartbeat
-                .min(next_ws_ping)
-                .min(self.expires)
-                .min(self.last_inbound + dead_after);
-            let step: Result<(), End> = tokio::select! {
-                biased;
-                _ = self.shared.close.notified() => Err(self.requested_close()),
-                _ = self.st.hard_stop.cancelled() => Err(End::Gone),
-                msg = socket.recv() => match self.inbound(msg) {
-                    Err(end) => Err(end),
-                    Ok(None) => Ok(()),
-                    Ok(Some(ClientFrame::Ping)) => {
-                        self.send(socket, Message::Text(frames::PONG)).await
-                    }
-                    Ok(Some(ClientFrame::Auth { token, .. })) => {
-                        Box::pin(self.refresh(socket, &token)).await
-                    }
-                },
-                _ = std::future::ready(()), if more => Ok(()),
-                _ = self.shared.data.notified() => Ok(()),
-                _ = sleep_until(wake) => {
-                    let now = Instant::now();
-                    if now >= self.expires {
-                        Err(End::Close(CloseCode::TokenExpired, "token expired".into()))
-                    } else if now >= self.last_inbound + dead_after {
-                        self.st.metrics.dead_peers.inc();
-                        Err(End::Gone)
-                    } else if now >= next_heartbeat {
-                        next_heartbeat = now + heartbeat;
-                        self.send(socket, Message::Text(frames::PING)).await
-                    } else if now >= next_ws_ping {
-                        next_ws_ping = now + ws_ping;
-                        self.send(socket, Message::Ping(Default::default())).await
-                    } else {
-                        Ok(())
-                    }
-                }
+        let now = Instant::now();
+        let mut timers = Timers {
+            heartbeat: Duration::from_millis(self.st.args.heartbeat_ms.max(1)),
+            ws_ping: Duration::from_millis(self.st.args.ws_ping_ms.max(1)),
+            dead_after: self.st.dead_after(),
+            next_heartbeat: now + Duration::from_millis(self.st.args.heartbeat_ms.max(1)),
+            next_ws_ping: now + Duration::from_millis(self.st.args.ws_ping_ms.max(1)),
+        };
+        let timer = std::pin::pin!(sleep_until(timers.next_wake(self)));
+        let mut timer = timer;
+        poll_fn(|cx| self.poll_live(cx, socket, &mut timers, timer.as_mut())).await
+    }
+
+    /// One turn of the live phase: close requests, then everything the peer
+    /// sent, then everything queued for it, then the timer.
+    fn poll_live(
+        &mut self,
+        cx: &mut Context<'_>,
+        socket: &mut WebSocket,
+        timers: &mut Timers,
+        mut timer: Pin<&mut Sleep>,
+    ) -> Poll<End> {
+        // Registered before looking at the queue, so no push is missed.
+        self.shared.register(cx.waker());
+        if self.shared.stopped() || self.shared.close_requested().is_some() {
+            return Poll::Ready(self.requested_close());
+        }
+        let mut socket = Pin::new(socket);
+        for _ in 0..READ_BATCH {
+            let msg = match socket.as_mut().poll_next(cx) {
+                Poll::Pending => break,
+                Poll::Ready(msg) => msg,
             };
-            if let Err(end) = step {
-                return end;
+            match self.inbound(msg) {
+                Err(end) => return Poll::Ready(end),
+                Ok(None) => {}
+                Ok(Some(ClientFrame::Ping)) => self.control.push_back(Message::Text(frames::PONG)),
+                Ok(Some(ClientFrame::Auth { token, .. })) => match self.refresh(&token) {
+                    Ok(ack) => self.control.push_back(ack),
+                    Err(end) => return Poll::Ready(end),
+                },
             }
         }
+        let mut written = 0;
+        // Event frames and their bytes, accounted once per turn.
+        let (mut delivered, mut popped) = (0u64, 0usize);
+        let mut blocked = false;
+        while written < WRITE_BATCH {
+            match socket.as_mut().poll_ready(cx) {
+                Poll::Pending => {
+                    blocked = true;
+                    break;
+                }
+                Poll::Ready(Err(_)) => return Poll::Ready(End::Gone),
+                Poll::Ready(Ok(())) => {}
+            }
+            let msg = if let Some(m) = self.control.pop_front() {
+                m
+            } else if let Some(f) = self.shared.pop() {
+                popped += f.len();
+                delivered += 1;
+                self.last_cursor = f.cursor;
+                Message::Text(f.text.clone())
+            } else {
+                break;
+            };
+            if socket.as_mut().start_send(msg).is_err() {
+                self.shared.popped(popped);
+                return Poll::Ready(End::Gone);
+            }
+            written += 1;
+        }
+        self.shared.popped(popped);
+        if delivered > 0 {
+            self.st.metrics.events_delivered.inc_by(delivered);
+        }
+        if written > 0 {
+            if self.control.is_empty() && self.control.capacity() > 0 {
+                self.control = VecDeque::new();
+            }
+            match socket.as_mut().poll_flush(cx) {
+                Poll::Ready(Err(_)) => return Poll::Ready(End::Gone),
+                Poll::Pending => blocked = true,
+                Poll::Ready(Ok(())) => {}
+            }
+        }
+        if blocked {
+            self.stalled_since.get_or_insert_with(Instant::now);
+        } else {
+            self.stalled_since = None;
+        }
+        if written == WRITE_BATCH {
+            // More may be queued: let other tasks run, then continue.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        loop {
+            let wake = timers.next_wake(self);
+            if timer.deadline() != wake {
+                timer.as_mut().reset(wake);
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let now = Instant::now();
+            if now >= self.expires {
+                return Poll::Ready(End::Close(CloseCode::TokenExpired, "token expired".into()));
+            }
+            if now >= self.last_inbound + timers.dead_after {
+                self.st.metrics.dead_peers.inc();
+                return Poll::Ready(End::Gone);
+            }
+            if self
+                .stalled_since
+                .is_some_and(|t| now >= t + timers.dead_after)
+            {
+                return Poll::Ready(End::Gone);
+            }
+            let mut queued = false;
+            if now >= timers.next_heartbeat {
+                timers.next_heartbeat = now + timers.heartbeat;
+                self.control.push_back(Message::Text(frames::PING));
+                queued = true;
+            }
+            if now >= timers.next_ws_ping {
+                timers.next_ws_ping = now + timers.ws_ping;
+                self.control.push_back(Message::Ping(Default::default()));
+                queued = true;
+            }
+            if queued && !blocked {
+                // Write them on the next turn.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+/// The live phase's deadlines besides the token's expiry.
+struct Timers {
+    heartbeat: Duration,
+    ws_ping: Duration,
+    dead_after: Duration,
+    next_heartbeat: Instant,
+    next_ws_ping: Instant,
+}
+
+impl Timers {
+    fn next_wake(&self, conn: &Conn<'_>) -> Instant {
+        let mut wake = self
+            .next_heartbeat
+            .min(self.next_ws_ping)
+            .min(conn.expires)
+            .min(conn.last_inbound + self.dead_after);
+        if let Some(t) = conn.stalled_since {
+            wake = wake.min(t + self.dead_after);
+        }
+        wake
     }
 }
 

@@ -256,7 +256,7 @@ impl Drop for EdgeHandle {
     fn drop(&mut self) {
         // A dropped handle stops everything (tests): no task outlives it.
         self.state.draining.cancel();
-        self.state.hard_stop.cancel();
+        self.state.stop_all();
     }
 }
 

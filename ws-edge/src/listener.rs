@@ -227,7 +227,9 @@ pub(crate) async fn ws_handler(
         .on_upgrade(move |socket| connection::serve(socket, st, slot))
 }
 
-/// Accepts until the drain starts.
+/// Accepts until the drain is over. While draining, health checks and
+/// metrics keep answering (`/readyz` says 503, so a load balancer sees the
+/// node go unready rather than unreachable) and upgrades get 503.
 pub(crate) async fn accept_loop(
     st: Arc<EdgeState>,
     listener: TcpListener,
@@ -236,7 +238,7 @@ pub(crate) async fn accept_loop(
 ) {
     loop {
         let accepted = tokio::select! {
-            _ = st.draining.cancelled() => break,
+            _ = st.hard_stop.cancelled() => break,
             r = listener.accept() => r,
         };
         match accepted {
@@ -256,7 +258,7 @@ pub(crate) async fn accept_loop(
                 tracing::warn!(error = %e, "accept failed");
                 st.metrics.reject("accept_error");
                 tokio::select! {
-                    _ = st.draining.cancelled() => break,
+                    _ = st.hard_stop.cancelled() => break,
                     _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                 }
             }
@@ -287,13 +289,11 @@ async fn serve_tcp(
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => return,
-                _ = st.draining.cancelled() => {}
-            }
-            conn.as_mut().graceful_shutdown();
-            tokio::select! {
-                _ = conn => {}
                 _ = st.hard_stop.cancelled() => {}
             }
+            // Plain HTTP (health, metrics) finishes its request in flight.
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
         }};
     }
     match tls {
@@ -333,7 +333,7 @@ pub(crate) async fn drain(st: Arc<EdgeState>) {
             tracing::warn!(left = st.registry.len(), "drain deadline: dropping connections");
         }
     }
-    st.hard_stop.cancel();
+    st.stop_all();
     // Close paths race the hard stop, so this is quick.
     let _ = tokio::time::timeout(Duration::from_secs(5), st.registry.empty()).await;
 }

@@ -6,13 +6,18 @@
 //! 4008 close instead, so one slow reader never holds memory or slows the
 //! others. While a connection authenticates (replay in flight) pushes are
 //! buffered and later filtered by cursor, so replay and live never overlap.
+//!
+//! The connection task is woken through one [`AtomicWaker`] for both new
+//! frames and close requests: no `Notify` futures per connection, and a push
+//! costs a lock-free wake rather than a waiter-list lock.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::task::Waker;
 
+use futures::task::AtomicWaker;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 use voicewatch_protocol::{CloseCode, Cursor};
 
 use crate::frames::EventFrame;
@@ -44,11 +49,12 @@ pub struct ConnShared {
     pub id: u64,
     state: Mutex<State>,
     limit: usize,
-    /// New frames to write.
-    pub data: Notify,
-    /// A close was requested (`close_code`).
-    pub close: Notify,
+    /// The connection task, woken for new frames and close requests.
+    waker: AtomicWaker,
+    /// A polite close was requested with this code (0: none).
     close_code: AtomicU16,
+    /// Drop the socket at once, no close handshake (drain deadline).
+    hard_stop: AtomicBool,
     metrics: Arc<Metrics>,
 }
 
@@ -63,9 +69,9 @@ impl ConnShared {
                 floor: None,
             }),
             limit,
-            data: Notify::new(),
-            close: Notify::new(),
+            waker: AtomicWaker::new(),
             close_code: AtomicU16::new(0),
+            hard_stop: AtomicBool::new(false),
             metrics,
         }
     }
@@ -101,7 +107,7 @@ impl ConnShared {
         drop(s);
         self.metrics.outbound_queue_bytes.inc_by(len as i64);
         if live {
-            self.data.notify_one();
+            self.waker.wake();
         }
         true
     }
@@ -125,11 +131,12 @@ impl ConnShared {
         drop(s);
         self.metrics.outbound_queue_bytes.dec_by(freed as i64);
         if has {
-            self.data.notify_one();
+            self.waker.wake();
         }
     }
 
-    /// The next frame to write, when live.
+    /// The next frame to write, when live. The caller lowers the
+    /// `outbound_queue_bytes` gauge once per batch ([`Self::popped`]).
     pub fn pop(&self) -> Option<Arc<EventFrame>> {
         let mut s = self.state.lock();
         if s.mode != Mode::Live {
@@ -141,9 +148,19 @@ impl ConnShared {
             // Give back what a burst grew; idle connections stay small.
             s.frames = VecDeque::new();
         }
-        drop(s);
-        self.metrics.outbound_queue_bytes.dec_by(f.len() as i64);
         Some(f)
+    }
+
+    /// Accounts for `bytes` taken out with [`Self::pop`].
+    pub fn popped(&self, bytes: usize) {
+        if bytes > 0 {
+            self.metrics.outbound_queue_bytes.dec_by(bytes as i64);
+        }
+    }
+
+    /// Registers the connection task to be woken by pushes and closes.
+    pub fn register(&self, waker: &Waker) {
+        self.waker.register(waker);
     }
 
     /// Asks the connection task to close with `code` (the first request wins).
@@ -153,8 +170,32 @@ impl ConnShared {
             .compare_exchange(0, code.code(), Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            self.close.notify_one();
+            self.waker.wake();
         }
+    }
+
+    /// Asks the connection task to drop its socket now, without a close
+    /// handshake (the drain's deadline, or the edge being dropped).
+    pub fn stop_now(&self) {
+        self.hard_stop.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.hard_stop.load(Ordering::Acquire)
+    }
+
+    /// Resolves when a close or a hard stop is requested.
+    pub async fn closing(&self) {
+        std::future::poll_fn(|cx| {
+            self.register(cx.waker());
+            if self.stopped() || self.close_requested().is_some() {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await;
     }
 
     pub fn close_requested(&self) -> Option<CloseCode> {

@@ -77,6 +77,15 @@ impl EdgeState {
         )
     }
 
+    /// Drops every connection at once (the drain's deadline, or the edge
+    /// itself dropped): no close handshakes.
+    pub fn stop_all(&self) {
+        self.hard_stop.cancel();
+        for c in self.registry.snapshot() {
+            c.stop_now();
+        }
+    }
+
     pub fn ready(&self) -> bool {
         !self.draining.is_cancelled() && self.bus.is_connected()
     }

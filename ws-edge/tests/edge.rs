@@ -1029,11 +1029,26 @@ async fn drain_scenario(bus_a: Arc<dyn Bus>, bus_b: Arc<dyn Bus>, bus: Arc<dyn B
     })
     .await;
     edge_a.drain();
-    let ready = reqwest::get(format!("{}/readyz", edge_a.http_url())).await;
-    // Either refused (listener closed) or 503: never ready again.
-    if let Ok(r) = ready {
-        assert_eq!(r.status(), 503);
-    }
+    // Still answering while it drains: unready, and no new WebSockets.
+    let ready = reqwest::get(format!("{}/readyz", edge_a.http_url()))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    assert_eq!(ready.text().await.unwrap(), "draining");
+    let upgrade = reqwest::Client::new()
+        .get(format!("{}/api/ws", edge_a.http_url()))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upgrade.status(), 503);
+    let healthz = reqwest::get(format!("{}/healthz", edge_a.http_url()))
+        .await
+        .unwrap();
+    assert_eq!(healthz.status(), 200);
     tokio::time::timeout(WAIT, edge_a.join())
         .await
         .expect("drain finished");
