@@ -105,7 +105,10 @@ async fn run(spec: WorkerSpec) -> anyhow::Result<()> {
             while owed >= 1.0 {
                 owed -= 1.0;
                 let k = rng.random_range(0..kicks.len());
-                kicks[k].notify_one();
+                // Only a client in a session is kicked: `notify_one` would
+                // store a permit for one that is reconnecting and cut its
+                // next session at once, before or right after its ack.
+                kicks[k].notify_waiters();
             }
         }
     });
