@@ -33,7 +33,10 @@ pub struct MemoryBusConfig {
     /// How long an event id is remembered for de-duplication.
     pub duplicate_window: Duration,
     /// Live events buffered per guild for a slow subscriber before it is
-    /// refilled from history instead.
+    /// refilled from history instead. Small on purpose: the ring is
+    /// allocated whole for every guild that has a subscriber or an event
+    /// (1,024 slots cost ~180 KiB a guild), and a lagging subscriber loses
+    /// nothing, it is refilled from history.
     pub live_buffer: usize,
     /// Requests queued per server before a request waits.
     pub request_queue: usize,
@@ -44,7 +47,7 @@ impl Default for MemoryBusConfig {
         Self {
             history_per_guild: 10_000,
             duplicate_window: Duration::from_secs(120),
-            live_buffer: 1024,
+            live_buffer: 64,
             request_queue: 256,
         }
     }

@@ -220,12 +220,20 @@ pub(crate) async fn ws_handler(
     let slot = open_slot(&st, peer.ip());
     let a = &st.args;
     ws.read_buffer_size(a.ws_read_buffer_bytes)
-        // Every frame goes out at once: no per-connection write buffer.
-        .write_buffer_size(0)
+        // Frames written in one turn of a connection (a backlog) leave in one
+        // syscall, flushed at the end of the turn; a lone frame is written at
+        // once. The buffer's capacity stays with the connection, so it is
+        // kept small (an idle connection holds about one frame's worth).
+        .write_buffer_size(WRITE_COALESCE_BYTES)
         .max_message_size(a.max_message_bytes)
         .max_frame_size(a.max_message_bytes)
         .on_upgrade(move |socket| connection::serve(socket, st, slot))
 }
+
+/// Bytes of frames coalesced into one socket write when a connection has a
+/// backlog: the kernel's per-write cost dominates fan-out, so a connection
+/// that fell behind catches up several frames per syscall.
+const WRITE_COALESCE_BYTES: usize = 4096;
 
 /// Accepts until the drain is over. While draining, health checks and
 /// metrics keep answering (`/readyz` says 503, so a load balancer sees the
