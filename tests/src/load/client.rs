@@ -1,6 +1,7 @@
 //! One load client: connect from its own source address, authenticate (or
 //! CONNECT+SUB for nats-ws), count and time events, reconnect and resume.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -147,35 +148,37 @@ struct TokenClaims {
     iat: i64,
 }
 
-/// The fields of a server frame the harness looks at.
+/// The fields of a server frame the harness looks at. Strings borrow from
+/// the frame: the harness shares the cores with what it measures, so it
+/// allocates nothing per delivery it does not keep.
 #[derive(Deserialize)]
-struct InFrame {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    cursor: Option<String>,
+struct InFrame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    cursor: Option<Cow<'a, str>>,
     #[serde(default)]
     recovered: Option<bool>,
-    #[serde(default)]
-    payload: Option<Probe>,
+    #[serde(default, borrow)]
+    payload: Option<Probe<'a>>,
     #[serde(default)]
     code: Option<serde_json::Value>,
-    #[serde(default)]
-    message: Option<String>,
+    #[serde(default, borrow)]
+    message: Option<Cow<'a, str>>,
 }
 
 /// The harness's own fields inside an event (emission time and sequence),
 /// or, for events from the full path that lack them, the id and time.
 #[derive(Deserialize)]
-struct Probe {
+struct Probe<'a> {
     #[serde(default)]
     lt: Option<u64>,
     #[serde(default)]
     ls: Option<u64>,
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default, rename = "occurredAt")]
-    occurred_at: Option<String>,
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, rename = "occurredAt", borrow)]
+    occurred_at: Option<Cow<'a, str>>,
 }
 
 struct State {
@@ -209,16 +212,18 @@ pub async fn run(client: Client, shared: Arc<Shared>) {
     let mut delay: Option<Duration> = None;
     // Like a load balancer routing a new connection: after a failed connect
     // or a session the server ended (drain, kill), the next attempt goes to
-    // the next endpoint, so a drained edge's clients resume on the others.
+    // another endpoint (spread: `failover_step`), so a drained edge's
+    // clients resume on the others.
     let endpoints = &shared.spec.endpoints;
     let mut at = endpoints
         .iter()
         .position(|e| *e == client.endpoint)
         .unwrap_or(0);
+    let step = super::assign::failover_step(client.index, endpoints.len());
     let mut endpoint = client.endpoint;
     let mut next_endpoint = |e: &mut SocketAddr| {
         if !endpoints.is_empty() {
-            at = (at + 1) % endpoints.len();
+            at = (at + step) % endpoints.len();
             *e = endpoints[at];
         }
     };
@@ -380,7 +385,18 @@ fn on_authed(shared: &Shared, st: &mut State, recovered: bool) {
     }
 }
 
-fn on_event(shared: &Shared, st: &mut State, probe: Option<Probe>, live: bool) {
+/// Stores the latest cursor, reusing the string's buffer.
+fn keep_cursor(slot: &mut Option<String>, cursor: &str) {
+    match slot {
+        Some(s) => {
+            s.clear();
+            s.push_str(cursor);
+        }
+        None => *slot = Some(cursor.to_owned()),
+    }
+}
+
+fn on_event(shared: &Shared, st: &mut State, probe: Option<Probe<'_>>, live: bool) {
     let now = mono_ns();
     let Some(probe) = probe else {
         shared.stats.bad_frames.fetch_add(1, Relaxed);
@@ -470,39 +486,41 @@ async fn session(
                     .unwrap_or_else(|| "none".into());
                 return (End::Closed(code), authed);
             }
-            Some(Ok(Message::Text(text))) => match serde_json::from_str::<InFrame>(text.as_str()) {
-                Ok(f) => match f.kind.as_str() {
-                    "event" => {
-                        if f.cursor.is_some() {
-                            st.cursor = f.cursor;
+            Some(Ok(Message::Text(text))) => {
+                match serde_json::from_str::<InFrame<'_>>(text.as_str()) {
+                    Ok(f) => match &*f.kind {
+                        "event" => {
+                            if let Some(c) = &f.cursor {
+                                keep_cursor(&mut st.cursor, c);
+                            }
+                            on_event(shared, st, f.payload, authed || !st.authed_before);
                         }
-                        on_event(shared, st, f.payload, authed || !st.authed_before);
-                    }
-                    "ack" => {
-                        if f.cursor.is_some() {
-                            st.cursor = f.cursor;
+                        "ack" => {
+                            if let Some(c) = &f.cursor {
+                                keep_cursor(&mut st.cursor, c);
+                            }
+                            if !authed {
+                                authed = true;
+                                on_authed(shared, st, f.recovered.unwrap_or(false));
+                            }
                         }
-                        if !authed {
-                            authed = true;
-                            on_authed(shared, st, f.recovered.unwrap_or(false));
+                        "error" => {
+                            // The message tells a drain ("service restart") from
+                            // a bus timeout during auth ("event bus unavailable"),
+                            // both 1012.
+                            let code = f.code.map(|c| c.to_string()).unwrap_or_default();
+                            let message = f.message.unwrap_or_default();
+                            shared
+                                .stats
+                                .error(&format!("server error {code}: {message}"));
                         }
+                        _ => {}
+                    },
+                    Err(_) => {
+                        shared.stats.bad_frames.fetch_add(1, Relaxed);
                     }
-                    "error" => {
-                        // The message tells a drain ("service restart") from
-                        // a bus timeout during auth ("event bus unavailable"),
-                        // both 1012.
-                        let code = f.code.map(|c| c.to_string()).unwrap_or_default();
-                        let message = f.message.unwrap_or_default();
-                        shared
-                            .stats
-                            .error(&format!("server error {code}: {message}"));
-                    }
-                    _ => {}
-                },
-                Err(_) => {
-                    shared.stats.bad_frames.fetch_add(1, Relaxed);
                 }
-            },
+            }
             Some(Ok(Message::Binary(data))) => {
                 st.parser.push(&data);
                 loop {
@@ -520,7 +538,7 @@ async fn session(
                             }
                         }
                         Ok(Some(ServerOp::Msg(payload))) => {
-                            let probe = serde_json::from_slice::<Probe>(&payload).ok();
+                            let probe = serde_json::from_slice::<Probe<'_>>(&payload).ok();
                             on_event(shared, st, probe, true);
                         }
                         Ok(Some(ServerOp::Err(e))) => shared.stats.error(&format!("nats -ERR {e}")),
