@@ -455,9 +455,15 @@ impl Conn {
             return Poll::Ready(self.requested_close());
         }
         let mut socket = Pin::new(socket);
+        // Stays true if the batch ran out before the socket said Pending:
+        // nothing would wake us for the rest, so we wake ourselves.
+        let mut more_to_read = true;
         for _ in 0..READ_BATCH {
             let msg = match socket.as_mut().poll_next(cx) {
-                Poll::Pending => break,
+                Poll::Pending => {
+                    more_to_read = false;
+                    break;
+                }
                 Poll::Ready(msg) => msg,
             };
             match self.inbound(msg) {
@@ -518,8 +524,9 @@ impl Conn {
         } else {
             self.stalled_since = None;
         }
-        if written == WRITE_BATCH {
-            // More may be queued: let other tasks run, then continue.
+        if written == WRITE_BATCH || more_to_read {
+            // More may be queued or readable: let other tasks run, then
+            // continue.
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }

@@ -1190,3 +1190,27 @@ async fn tls_serves_wss() {
         .unwrap();
     assert!(ev.to_text().unwrap().contains("\"n\":5"));
 }
+
+/// Frames arriving together are all answered: the live loop reads a batch
+/// per turn and must come back for the rest on its own.
+#[tokio::test]
+async fn a_burst_of_client_frames_is_answered_in_full() {
+    let bus = TestBus::new();
+    let mut a = args();
+    a.inbound_burst = 100.0;
+    let edge = start(a, bus.clone()).await;
+    let (mut c, _ack) = client(&edge, 3001, &[2000]).await;
+    let ping = json!({"v":1,"type":"ping"}).to_string();
+    for _ in 0..40 {
+        c.ws.feed(tokio_tungstenite::tungstenite::Message::text(ping.clone()))
+            .await
+            .unwrap();
+    }
+    c.ws.flush().await.unwrap();
+    for i in 0..40 {
+        let f = tokio::time::timeout(std::time::Duration::from_secs(5), c.frame())
+            .await
+            .unwrap_or_else(|_| panic!("pong {i} never came"));
+        assert_eq!(f, json!({"v":1,"type":"pong"}));
+    }
+}

@@ -464,10 +464,16 @@ async fn session(
     let mut authed = false;
     let auth_deadline = tokio::time::sleep(Duration::from_secs(15));
     tokio::pin!(auth_deadline);
+    // Made once per session, not once per frame: the harness shares the
+    // cores with what it measures.
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
+    let kicked = client.kick.notified();
+    tokio::pin!(kicked);
     loop {
         let msg = tokio::select! {
-            _ = stop.changed() => return (End::Stop, authed),
-            _ = client.kick.notified() => {
+            _ = &mut stopped => return (End::Stop, authed),
+            _ = &mut kicked => {
                 shared.stats.kicks.fetch_add(1, Relaxed);
                 return (End::Kicked, authed);
             }

@@ -130,7 +130,8 @@ pub struct Cli {
     #[arg(long, default_value_t = 10.0, env = "VOICEWATCH_LOAD_HOLD")]
     pub hold: f64,
     /// Server processes (edges, or nats-server cluster nodes for nats-ws).
-    /// Default: enough for ~18,000 connections each.
+    /// Default: enough for ~18,000 connections each (`storm`: one more, so the
+    /// victim's clients fit on the others).
     #[arg(long, env = "VOICEWATCH_LOAD_SERVERS")]
     pub servers: Option<usize>,
     /// Client worker processes. Default: enough for ~18,000 connections each.
@@ -262,10 +263,12 @@ impl Cli {
         let need = clients.div_ceil(per);
         let servers = self
             .servers
-            .unwrap_or(if self.scenario == Fleet {
-                need.max(2)
-            } else {
-                need
+            .unwrap_or(match self.scenario {
+                Fleet => need.max(2),
+                // The victim's clients move to the others, which must still
+                // fit: one spare server.
+                Storm => need + 1,
+                _ => need,
             })
             .max(1);
         Plan {
