@@ -173,8 +173,9 @@ async fn run(
         let next = shared.queue.lock().front().cloned();
         let Some(event) = next else {
             tokio::select! {
-                _ = wake => continue,
+                biased;
                 _ = stop.cancelled() => return,
+                _ = wake => continue,
             }
         };
         let attempt = (|| bus.publish(&event))
@@ -184,9 +185,13 @@ async fn run(
                 shared.retries.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, retry_in = ?after, id = %event.id, "publish failed; retrying");
             });
+        // Stop first: a dropped outbox must not start a publish (with an
+        // unbiased select, a task first polled after the drop could still
+        // publish once if the bus happened to be up).
         let result = tokio::select! {
-            r = attempt => r,
+            biased;
             _ = stop.cancelled() => return,
+            r = attempt => r,
         };
         match result {
             Ok(ack) => {
