@@ -216,6 +216,12 @@ pub struct Cli {
     /// flight (a saturated target keeps a backlog), seconds.
     #[arg(long, default_value_t = 30.0, env = "VOICEWATCH_LOAD_DRAIN_TIMEOUT")]
     pub drain_timeout: f64,
+    /// With `--target both`, pause this long between the two targets. The
+    /// machine needs it after a saturated run: the edge at 100k
+    /// deliveries/s measured p99 78–119 ms started at once after nats-ws,
+    /// 24 ms after a 20 s pause (and 30–37 ms alone).
+    #[arg(long, default_value_t = 20.0, env = "VOICEWATCH_LOAD_SETTLE")]
+    pub settle: f64,
     /// Give up connecting after this many seconds.
     #[arg(long, env = "VOICEWATCH_LOAD_CONNECT_TIMEOUT")]
     pub connect_timeout: Option<f64>,

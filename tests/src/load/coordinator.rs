@@ -40,7 +40,11 @@ pub async fn main(cli: Cli) -> anyhow::Result<Report> {
         Targets::NatsWs => &[Target::NatsWs],
         Targets::Both => &[Target::NatsWs, Target::Edge],
     };
-    for &target in targets {
+    for (i, &target) in targets.iter().enumerate() {
+        if i > 0 && cli.settle > 0.0 {
+            eprintln!("  settling {:.0} s before the next target", cli.settle);
+            tokio::time::sleep(Duration::from_secs_f64(cli.settle)).await;
+        }
         eprintln!(
             "== {:?} against {} ({} clients, {} guilds)",
             plan.scenario,
