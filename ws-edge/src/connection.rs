@@ -428,15 +428,16 @@ impl Conn {
     /// The live phase, until the connection ends.
     async fn live(&mut self, socket: &mut WebSocket) -> End {
         let now = Instant::now();
+        let heartbeat = Duration::from_millis(self.st.args.heartbeat_ms.max(1));
+        let ws_ping = Duration::from_millis(self.st.args.ws_ping_ms.max(1));
         let mut timers = Timers {
-            heartbeat: Duration::from_millis(self.st.args.heartbeat_ms.max(1)),
-            ws_ping: Duration::from_millis(self.st.args.ws_ping_ms.max(1)),
+            heartbeat,
+            ws_ping,
             dead_after: self.st.dead_after(),
-            next_heartbeat: now + Duration::from_millis(self.st.args.heartbeat_ms.max(1)),
-            next_ws_ping: now + Duration::from_millis(self.st.args.ws_ping_ms.max(1)),
+            next_heartbeat: now + heartbeat,
+            next_ws_ping: now + ws_ping,
         };
-        let timer = std::pin::pin!(sleep_until(timers.next_wake(self)));
-        let mut timer = timer;
+        let mut timer = std::pin::pin!(sleep_until(timers.next_wake(self)));
         poll_fn(|cx| self.poll_live(cx, socket, &mut timers, timer.as_mut())).await
     }
 
@@ -605,14 +606,6 @@ pub(crate) fn sizes() -> Vec<(&'static str, usize)> {
         ("WebSocket", std::mem::size_of::<WebSocket>()),
         ("ConnShared", std::mem::size_of::<ConnShared>()),
         ("Sleep", std::mem::size_of::<tokio::time::Sleep>()),
-        (
-            "Notified",
-            std::mem::size_of::<tokio::sync::futures::Notified<'static>>(),
-        ),
-        (
-            "Cancelled",
-            std::mem::size_of::<tokio_util::sync::WaitForCancellationFuture<'static>>(),
-        ),
         ("Conn", std::mem::size_of::<Conn>()),
         ("End", std::mem::size_of::<End>()),
         ("Message", std::mem::size_of::<Message>()),
